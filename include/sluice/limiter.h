@@ -1,0 +1,64 @@
+// sluice/limiter.h — the decision service: rules + store + clock -> Decision.
+//
+// For each request the Limiter finds every limit that applies (RuleSet), has the store apply
+// them all-or-nothing at the clock's `now`, and returns one Decision with a status per limit.
+//
+// Example:
+//
+//   sluice::MemoryStore store;
+//   sluice::Limiter limiter(rules, store, sluice::SystemClock::instance());
+//   sluice::Request req{.domain = "api", .descriptors = {{.entries = {{"remote_address", ip}}}}};
+//   if (!limiter.decide(req).allowed) reply_429();
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+#include "sluice/clock.h"
+#include "sluice/decision.h"
+#include "sluice/request.h"
+#include "sluice/rules.h"
+#include "sluice/store.h"
+
+namespace sluice {
+
+// Limiter is thread-safe: any number of threads may decide while another replaces the rules.
+// The store and the clock must outlive it.
+class Limiter {
+ public:
+  Limiter(std::shared_ptr<const RuleSet> rules, Store& store, const Clock& clock);
+  ~Limiter();
+  Limiter(const Limiter&) = delete;
+  Limiter& operator=(const Limiter&) = delete;
+
+  // decide() decides an Envoy-style request. Unknown domains and unmatched descriptors are
+  // allowed with no status. Does not throw except std::bad_alloc.
+  Decision decide(const Request& request);
+  // decide() decides a path-rule request.
+  Decision decide(const PathRequest& request);
+
+  // set_rules() swaps in a new rule snapshot; decisions already running finish on the old one.
+  void set_rules(std::shared_ptr<const RuleSet> rules);
+  // rules() returns the current snapshot.
+  std::shared_ptr<const RuleSet> rules() const;
+
+  Store& store() const noexcept { return store_; }
+  const Clock& clock() const noexcept { return clock_; }
+
+ private:
+  struct Scratch;
+  const RuleSet& snapshot();
+  void finish(Scratch& scratch, Decision& decision);
+
+  Store& store_;
+  const Clock& clock_;
+  mutable std::mutex mu_;
+  std::shared_ptr<const RuleSet> rules_;
+  // A process-wide unique number per snapshot, so each thread can cache its own reference and
+  // check it with one shared read instead of touching the shared_ptr's count per decision.
+  std::atomic<std::uint64_t> generation_;
+};
+
+}  // namespace sluice

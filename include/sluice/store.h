@@ -1,0 +1,53 @@
+// sluice/store.h — the storage contract: a store atomically applies algorithm steps.
+//
+// A store owns the state behind each key and runs the algorithm's step on it atomically, so that
+// many threads (memory) or many sluice instances (Redis) never both admit on the same counter.
+// One apply() is all-or-nothing: if any enforced hit is denied, no hit consumes.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "sluice/algorithms.h"
+
+namespace sluice {
+
+// Hit is one limit to apply within a request.
+struct Hit {
+  // The state's identity. Keys within one apply() call are distinct.
+  std::string_view key;
+  // The limit's parameters. Not owned; valid for the duration of the call.
+  const LimitSpec* spec = nullptr;
+  // Cost units; 0 reports without consuming.
+  std::uint64_t cost = 1;
+  // False for shadow-mode limits: their verdict never blocks the request.
+  bool enforce = true;
+};
+
+// StoreStatus says whether a store could decide. The memory store always can.
+struct StoreStatus {
+  enum class Code : std::uint8_t { kOk = 0, kUnavailable, kTimeout, kInvalid };
+  Code code = Code::kOk;
+  std::string message;
+  bool ok() const noexcept { return code == Code::kOk; }
+};
+
+// Store is the interface every storage backend implements. Implementations are thread-safe.
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // apply() decides every hit at time `now` as one atomic step and writes one Verdict per hit
+  // into `out` (same order, out.size() >= hits.size()). If every enforced hit is allowed, every
+  // allowed hit consumes its cost; otherwise nothing consumes, and each verdict describes the
+  // state as it stays. Does not throw.
+  virtual StoreStatus apply(std::span<const Hit> hits, Micros now,
+                            std::span<Verdict> out) noexcept = 0;
+
+  // name() describes the store for logs ("memory", "redis://...").
+  virtual std::string name() const = 0;
+};
+
+}  // namespace sluice

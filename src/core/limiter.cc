@@ -1,0 +1,272 @@
+#include "sluice/limiter.h"
+
+#include <algorithm>
+#include <string_view>
+#include <unordered_set>
+
+namespace sluice {
+
+namespace {
+
+std::atomic<std::uint64_t> g_generation{0};
+
+// Each thread keeps a reference to the last snapshot it used, tagged with its generation.
+struct SnapshotCache {
+  std::uint64_t generation = 0;
+  std::shared_ptr<const RuleSet> rules;
+};
+thread_local SnapshotCache t_snapshot;
+
+bool valid_override(const LimitOverride& o) {
+  return unit_micros(o.unit) > 0;
+}
+
+}  // namespace
+
+// Per-thread buffers reused by every decision, so the hot path allocates only the Decision.
+struct Limiter::Scratch {
+  struct Item {
+    const CompiledLimit* limit;
+    std::uint32_t descriptor;
+    std::uint64_t cost;
+    std::size_t key;  // index into keys
+    std::size_t hit;  // index into hits (valid when counted)
+    bool replaced;
+  };
+  std::vector<Item> items;
+  std::vector<std::string> keys;
+  std::size_t key_count = 0;
+  std::vector<Hit> hits;
+  std::vector<Verdict> verdicts;
+  std::vector<CompiledLimit> overrides;
+  std::vector<RuleSet::PathMatch> path_matches;
+  StoreStatus status;
+
+  void clear() {
+    items.clear();
+    key_count = 0;
+    hits.clear();
+    overrides.clear();
+    path_matches.clear();
+    status = StoreStatus{};
+  }
+  // new_key() returns an empty reusable key buffer and its index.
+  std::size_t new_key(std::string_view prefix) {
+    if (key_count == keys.size()) keys.emplace_back();
+    std::string& k = keys[key_count];
+    k.assign(prefix);
+    return key_count++;
+  }
+  void add(const CompiledLimit& limit, std::uint32_t descriptor, std::uint64_t cost,
+           std::size_t key) {
+    items.push_back(Item{&limit, descriptor, cost, key, 0, false});
+  }
+};
+
+Limiter::Limiter(std::shared_ptr<const RuleSet> rules, Store& store, const Clock& clock)
+    : store_(store),
+      clock_(clock),
+      rules_(rules ? std::move(rules) : RuleSet::empty()),
+      generation_(g_generation.fetch_add(1) + 1) {}
+
+Limiter::~Limiter() = default;
+
+void Limiter::set_rules(std::shared_ptr<const RuleSet> rules) {
+  if (!rules) rules = RuleSet::empty();
+  std::lock_guard lock(mu_);
+  rules_ = std::move(rules);
+  generation_.store(g_generation.fetch_add(1) + 1, std::memory_order_release);
+}
+
+std::shared_ptr<const RuleSet> Limiter::rules() const {
+  std::lock_guard lock(mu_);
+  return rules_;
+}
+
+const RuleSet& Limiter::snapshot() {
+  const std::uint64_t gen = generation_.load(std::memory_order_acquire);
+  if (t_snapshot.generation != gen) {
+    std::lock_guard lock(mu_);
+    t_snapshot.rules = rules_;
+    t_snapshot.generation = generation_.load(std::memory_order_relaxed);
+  }
+  return *t_snapshot.rules;
+}
+
+Decision Limiter::decide(const Request& request) {
+  static thread_local Scratch scratch;
+  Scratch& sc = scratch;
+  sc.clear();
+  const RuleSet& rules = snapshot();
+  const bool known_domain = rules.has_domain(request.domain);
+  if (known_domain) {
+    sc.overrides.reserve(request.descriptors.size());  // stable addresses for override limits
+    for (std::size_t i = 0; i < request.descriptors.size(); ++i) {
+      const Descriptor& desc = request.descriptors[i];
+      const std::uint64_t cost = desc.cost.value_or(request.cost);
+      const auto index = static_cast<std::uint32_t>(i);
+      if (desc.limit && valid_override(*desc.limit)) {
+        // Envoy's per-request override: a fixed window of requests_per_unit per unit, counted
+        // per domain and entries.
+        CompiledLimit& o = sc.overrides.emplace_back();
+        o.spec.limit = desc.limit->requests_per_unit;
+        o.spec.window = unit_micros(desc.limit->unit);
+        o.unit = desc.limit->unit;
+        o.name = request.domain;
+        o.key_prefix = "O\x1f";
+        o.key_prefix += request.domain;
+        o.key_prefix += '\x1f';
+        o.key_prefix += std::to_string(o.spec.window);
+        o.key_prefix += '\x1f';
+        for (const auto& e : desc.entries) {
+          o.name += '.';
+          o.name += e.key;
+          if (!e.value.empty()) o.name += "_" + e.value;
+        }
+        const std::size_t key = sc.new_key(o.key_prefix);
+        for (const auto& e : desc.entries) {
+          append_key_value(sc.keys[key], e.key);
+          append_key_value(sc.keys[key], e.value);
+        }
+        sc.add(o, index, cost, key);
+        continue;
+      }
+      const std::vector<CompiledLimit>* limits = rules.match(request.domain, desc);
+      if (limits == nullptr) continue;
+      for (const CompiledLimit& limit : *limits) {
+        std::size_t key = 0;
+        if (!limit.unlimited) {
+          key = sc.new_key(limit.key_prefix);
+          for (const auto& e : desc.entries)
+            append_key_value(sc.keys[key], e.value);
+        }
+        sc.add(limit, index, cost, key);
+      }
+    }
+  }
+  Decision decision;
+  finish(sc, decision);
+  return decision;
+}
+
+Decision Limiter::decide(const PathRequest& request) {
+  static thread_local Scratch scratch;
+  Scratch& sc = scratch;
+  sc.clear();
+  const RuleSet& rules = snapshot();
+  rules.match_path(request, sc.path_matches);
+  for (const RuleSet::PathMatch& m : sc.path_matches) {
+    for (const CompiledLimit& limit : *m.limits) {
+      std::size_t key = 0;
+      if (!limit.unlimited) {
+        key = sc.new_key(limit.key_prefix);
+        append_key_value(sc.keys[key], request.data[m.data_index].second);
+      }
+      sc.add(limit, m.data_index, request.cost, key);
+    }
+  }
+  Decision decision;
+  finish(sc, decision);
+  return decision;
+}
+
+void Limiter::finish(Scratch& sc, Decision& decision) {
+  // `replaces`: a matched limit drops the named limits it replaces from this request.
+  bool any_replaces = false;
+  for (const auto& item : sc.items)
+    any_replaces |= !item.limit->replaces.empty();
+  if (any_replaces) {
+    std::unordered_set<std::string_view> replaced;
+    for (const auto& item : sc.items) {
+      for (const auto& name : item.limit->replaces)
+        replaced.insert(name);
+    }
+    for (auto& item : sc.items) {
+      item.replaced = !item.limit->replace_name.empty() && replaced.count(item.limit->replace_name);
+    }
+  }
+
+  // One store hit per distinct key; a key named twice in a request counts both costs at once.
+  const bool many = sc.items.size() > 8;
+  std::unordered_map<std::string_view, std::size_t> by_key;
+  for (auto& item : sc.items) {
+    if (item.replaced || item.limit->unlimited) continue;
+    const std::string_view key = sc.keys[item.key];
+    std::size_t found = sc.hits.size();
+    if (many) {
+      auto it = by_key.find(key);
+      if (it != by_key.end()) found = it->second;
+    } else {
+      for (std::size_t h = 0; h < sc.hits.size(); ++h) {
+        if (sc.hits[h].key == key) {
+          found = h;
+          break;
+        }
+      }
+    }
+    if (found == sc.hits.size()) {
+      sc.hits.push_back(Hit{key, &item.limit->spec, item.cost, !item.limit->shadow});
+      if (many) by_key.emplace(key, found);
+    } else {
+      sc.hits[found].cost += item.cost;
+      sc.hits[found].enforce |= !item.limit->shadow;
+    }
+    item.hit = found;
+  }
+
+  if (!sc.hits.empty()) {
+    if (sc.verdicts.size() < sc.hits.size()) sc.verdicts.resize(sc.hits.size());
+    sc.status = store_.apply(sc.hits, clock_.now_micros(), sc.verdicts);
+  }
+  const bool store_failed = !sc.status.ok();
+  if (store_failed) decision.error = sc.status.message;
+
+  decision.statuses.reserve(sc.items.size());
+  const DescriptorStatus* worst = nullptr;
+  for (const auto& item : sc.items) {
+    if (item.replaced) continue;
+    const CompiledLimit& limit = *item.limit;
+    DescriptorStatus& st = decision.statuses.emplace_back();
+    st.descriptor_index = item.descriptor;
+    st.name = limit.name;
+    st.algorithm = limit.spec.algorithm;
+    st.window = limit.spec.window;
+    st.unit = limit.unit;
+    st.shadow = limit.shadow;
+    st.unlimited = limit.unlimited;
+    if (limit.unlimited) {
+      st.remaining = kMaxLimit;
+      continue;
+    }
+    st.limit =
+        limit.spec.algorithm == Algorithm::kTokenBucket ? limit.spec.capacity() : limit.spec.limit;
+    if (store_failed) {
+      // Failure mode "allow": decided without the store.
+      st.remaining = st.limit;
+      continue;
+    }
+    const Verdict& v = sc.verdicts[item.hit];
+    st.allowed = v.allowed;
+    st.remaining = v.remaining;
+    st.reset_after = v.reset_after;
+    st.retry_after = v.retry_after;
+    if (limit.shadow) continue;
+    if (!st.allowed) decision.allowed = false;
+    if (worst == nullptr) {
+      worst = &st;
+    } else if (worst->allowed != st.allowed) {
+      if (!st.allowed) worst = &st;
+    } else if (!st.allowed ? st.retry_after > worst->retry_after
+                           : st.remaining < worst->remaining) {
+      worst = &st;
+    }
+  }
+  if (worst != nullptr) {
+    decision.limit = worst->limit;
+    decision.remaining = worst->remaining;
+    decision.reset_after = worst->reset_after;
+    decision.retry_after = worst->retry_after;
+  }
+}
+
+}  // namespace sluice
