@@ -31,13 +31,30 @@ struct TraceLine {
   AnyRequest request;
 };
 
+// decision_to_json() for either request shape.
+nlohmann::json decision_to_json(const Decision& decision, const AnyRequest& request);
+
+// dump_json() renders JSON on one line. Never throws on bad UTF-8 in strings (such bytes become
+// U+FFFD), so it is safe for values taken from the command line.
+std::string dump_json(const nlohmann::json& value);
+
 // parse_request_json() reads {"domain", "descriptors": [{"entries": [{"key","value"}],
 // "hits_addend"?}], "cost"?} or {"path", "data": {...}, "cost"?}. On bad input returns nullopt
-// and sets `error` to a message naming the field.
+// and sets `error` to a message naming the field ("descriptors[0].entries[1].value: expected a
+// string, got a number"). Never throws.
+//
+// Validation is strict: unknown fields are errors; "domain", "descriptors" (non-empty), every
+// descriptor's "entries" (non-empty) and every entry's "key" (non-empty) are required; a missing
+// "value" is "" (as in protobuf's JSON form). A cost is an integer 0..4294967295: "cost" or its
+// Envoy spelling "hits_addend" (default 1; 0 checks without consuming). A descriptor may carry
+// "hits_addend" and Envoy's override "limit": {"requests_per_unit": n, "unit": "second"}.
+// "hitsAddend" and "requestsPerUnit" (protobuf's JSON names) are accepted too. Path requests:
+// "path" (non-empty) is required, "data" is an object of strings.
 std::optional<AnyRequest> parse_request_json(const nlohmann::json& body, std::string& error);
 
 // parse_trace_line() reads one trace line: a request as above plus "t", seconds since the
-// epoch (fractional, microsecond precision).
+// epoch (fractional, microsecond precision). "t" is converted from the number's text, exactly,
+// rounded to the nearest microsecond (1700000000.000001 -> 1700000000000001). Never throws.
 std::optional<TraceLine> parse_trace_line(std::string_view line, std::string& error);
 
 }  // namespace sluice
