@@ -92,7 +92,7 @@ std::optional<Micros> earliest_counter_offset(std::uint64_t prev, std::uint64_t 
   if (cur > n || cost > n - cur) return std::nullopt;
   if (prev == 0) return from;
   const u128 slack = u128(n - cur - cost) * u128(w);
-  const u128 span = slack / prev;  // the largest W - e' that fits
+  const u128 span = div_u128(slack, prev);  // the largest W - e' that fits
   const Micros min_offset = span >= u128(w) ? 0 : w - static_cast<Micros>(span);
   const Micros e = std::max(min_offset, from);
   if (e >= w) return std::nullopt;
@@ -132,7 +132,7 @@ Verdict step(SlidingCounterState& s, const LimitSpec& spec, std::uint64_t cost, 
     s.current = cur;
   }
   const u128 used = weighted_prev + u128(cur) * u128(w);
-  v.remaining = used >= budget ? 0 : static_cast<std::uint64_t>((budget - used) / u128(w));
+  v.remaining = used >= budget ? 0 : static_cast<std::uint64_t>(div_u128(budget - used, u128(w)));
   v.reset_after = cur > 0 ? (k + 2) * w - now : (prev > 0 ? (k + 1) * w - now : 0);
   if (v.allowed) {
     v.retry_after = 0;

@@ -55,13 +55,26 @@ TEST(MemoryStore, ExpiredStatesAreReclaimed) {
   EXPECT_EQ(store.reclaim(kStart + 1'000'000), 500u);
   EXPECT_EQ(store.size(), 0u);
 
-  // New keys also reclaim expired ones as they arrive, without an explicit sweep.
-  for (int i = 0; i < 500; ++i)
+  // Past three quarters full, new keys reclaim cold states that are full again as they arrive,
+  // without an explicit sweep.
+  for (int i = 0; i < 800; ++i)
     Apply(store, "old-" + std::to_string(i), second, kStart);
-  for (int i = 0; i < 500; ++i) {
+  for (int i = 0; i < 200; ++i) {
     Apply(store, "new-" + std::to_string(i), second, kStart + 2'000'000);
   }
-  EXPECT_LT(store.size(), 600u);
+  EXPECT_EQ(store.size(), 800u) << "each new key replaced an expired one";
+
+  // When full, a state that is full again goes before a live one, even if used less recently.
+  MemoryStore full({.max_keys = 1000, .shards = 1});
+  for (int i = 0; i < 10; ++i)
+    Apply(full, "live-" + std::to_string(i), kMinute, kStart);
+  for (int i = 0; i < 990; ++i)
+    Apply(full, "short-" + std::to_string(i), second, kStart);
+  for (int i = 0; i < 990; ++i)
+    Apply(full, "short-" + std::to_string(i), second, kStart + 1'500'000);
+  Apply(full, "newcomer", second, kStart + 2'600'000);
+  EXPECT_EQ(full.size(), 1000u);
+  EXPECT_EQ(Apply(full, "live-0", kMinute, kStart + 2'600'000, 0).remaining, 9u);
 }
 
 TEST(MemoryStore, LeastRecentlyUsedGoesFirst) {

@@ -269,12 +269,30 @@ struct alignas(64) MemoryStore::Shard {
     --count;
   }
 
+  // evict_one() makes room in a full shard: a state that is full again among the coldest few
+  // goes first (it loses nothing); otherwise the least recently used one.
+  void evict_one(Micros now) noexcept {
+    std::uint32_t idx = lru_tail;
+    for (int i = 0; i < 16 && idx != kNil; ++i, idx = at(idx).prev) {
+      if (at(idx).full_at <= now) {
+        remove(idx);
+        return;
+      }
+    }
+    remove(lru_tail);
+  }
+
   // insert() tracks a new key with a fresh state, making room first if the shard is full.
   std::uint32_t insert(std::uint64_t h1, std::uint64_t h2, Algorithm a, Micros now) {
-    // Reclaim up to two states at the cold end that are full again: steady, amortised cleanup.
-    for (int i = 0; i < 2 && lru_tail != kNil && at(lru_tail).full_at <= now; ++i)
+    if (count >= capacity) {
+      evict_one(now);
+    } else if (std::uint64_t{count} * 4 >= std::uint64_t{capacity} * 3 && lru_tail != kNil &&
+               at(lru_tail).full_at <= now) {
+      // Three quarters full: reclaim the coldest state if it is full again, one per insert, so
+      // idle keys give their memory back before anything live has to be evicted. Below that,
+      // states stay (re-inserting a key costs more than keeping it).
       remove(lru_tail);
-    if (count >= capacity) remove(lru_tail);
+    }
     if ((std::uint64_t{count} + 1) * 4 > table.size() * 3) grow_table();
 
     std::uint32_t idx;
