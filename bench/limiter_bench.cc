@@ -46,12 +46,14 @@ std::string Value(std::size_t i) {
   return v;
 }
 
+constexpr std::size_t kOrderSize = std::size_t{1} << 20;
+
 struct Fixture {
   explicit Fixture(std::size_t keys)
       : store({.max_keys = std::max<std::size_t>(2 * keys, 1024)}),
         limiter(BenchRules(), store, SystemClock::instance()) {
     std::mt19937_64 rng(42);
-    order.resize(1 << 20);
+    order.resize(kOrderSize);
     for (auto& o : order)
       o = static_cast<std::uint32_t>(rng() % keys);
   }
@@ -60,7 +62,7 @@ struct Fixture {
   std::vector<std::uint32_t> order;
 };
 
-Fixture* g_fixture = nullptr;
+Fixture* g_fixture = nullptr;  // built by thread 0; read only inside the timed loop
 
 void BM_Decide(benchmark::State& state) {
   const auto algorithm = static_cast<Algorithm>(state.range(0));
@@ -79,7 +81,7 @@ void BM_Decide(benchmark::State& state) {
   std::string& value = req.descriptors[0].entries[0].value;
   value = Value(0);
   // Threads walk far-apart parts of the sequence, so neither finds the other's keys in cache.
-  std::size_t i = static_cast<std::size_t>(state.thread_index()) * (g_fixture->order.size() / 2);
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * (kOrderSize / 2);
   std::uint64_t allowed = 0;
   for (auto _ : state) {
     Fixture& f = *g_fixture;

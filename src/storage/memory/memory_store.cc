@@ -16,9 +16,7 @@ namespace sluice {
 
 namespace {
 
-constexpr std::uint32_t kNil = 0xFFFF'FFFFu;
-constexpr std::uint32_t kChunkBits = 10;  // 1,024 entries (64 KiB) per chunk
-constexpr std::uint32_t kChunkSize = 1u << kChunkBits;
+__extension__ typedef unsigned __int128 u128;
 constexpr std::size_t kMinKeysPerShard = 1024;
 
 // A test-and-test-and-set lock: uncontended cost is one atomic exchange. Yields after a short
@@ -54,14 +52,13 @@ static_assert(sizeof(SlidingCounterState) <= kStateBytes);
 static_assert(sizeof(TokenBucketState) <= kStateBytes);
 static_assert(std::is_trivially_copyable_v<TokenBucketState>);
 
-struct Entry {
-  std::uint64_t h1;  // the key's 128-bit hash
+struct alignas(64) Entry {
+  std::uint64_t h1;  // the key's 128-bit hash; both 0 marks an empty slot
   std::uint64_t h2;
   Micros full_at;       // from then on the state equals a fresh one and may be dropped
-  std::uint32_t prev;   // LRU list, towards the most recently used
-  std::uint32_t next;   // LRU list, towards the least recently used; the free list too
-  std::uint32_t stamp;  // the shard's insert count when last moved to the LRU head
+  std::uint32_t stamp;  // the shard's access count at the last use (for LRU)
   Algorithm algorithm;
+  bool used;
   alignas(8) unsigned char state[kStateBytes];
 };
 static_assert(sizeof(Entry) == 64, "an entry is one cache line");
@@ -145,188 +142,145 @@ struct MemoryStore::Located {
   std::size_t shard;
 };
 
+// A shard is one open-addressing table (linear probing) whose slots are the entries themselves,
+// so finding a key's state touches one cache line. The table grows by a quarter at a time up to
+// 4/3 of the shard's capacity, keeping the load between 0.6 and 0.75.
+//
+// Eviction approximates LRU as Redis does: it samples a few entries and drops one whose state
+// is full again (nothing is lost), or else the least recently used of the sample.
 struct alignas(64) MemoryStore::Shard {
+  static constexpr int kSamples = 8;
+
   SpinLock lock;
   std::uint32_t capacity = 0;
   std::uint32_t count = 0;
-  std::uint32_t allocated = 0;  // entries handed out from chunks (live or free)
-  std::uint32_t free_head = kNil;
-  std::uint32_t lru_head = kNil;  // most recently used
-  std::uint32_t lru_tail = kNil;  // least recently used
-  std::uint32_t tick = 0;         // inserts so far
-  std::vector<std::unique_ptr<Entry[]>> chunks;
-  // Open addressing, linear probing. A slot is (entry index + 1) << 32 | low 32 bits of h2; 0 is
-  // empty. The home slot is h2 & mask, so a slot's own bits give its home (mask < 2^32).
-  std::vector<std::uint64_t> table;
+  std::uint32_t tick = 0;                     // accesses so far: the LRU clock
+  std::uint64_t rng = 0x9E3779B97F4A7C15ull;  // xorshift state for eviction samples
+  std::vector<Entry> slots;
 
   ~Shard() {
-    // Live entries own their sliding logs; free entries hold none.
-    for (std::uint32_t i = lru_head; i != kNil;) {
-      Entry& e = at(i);
-      if (e.algorithm == Algorithm::kSlidingWindowLog) delete log_of(e);
-      i = e.next;
+    for (Entry& e : slots) {
+      if (e.used && e.algorithm == Algorithm::kSlidingWindowLog) delete log_of(e);
     }
   }
 
-  Entry& at(std::uint32_t i) noexcept { return chunks[i >> kChunkBits][i & (kChunkSize - 1)]; }
-  std::uint64_t mask() const noexcept { return table.size() - 1; }
+  std::size_t max_slots() const noexcept { return std::size_t{capacity} * 4 / 3 + 8; }
+  // home() maps a hash onto the table without a power-of-two size (Lemire's multiply-shift).
+  std::size_t home(std::uint64_t h2) const noexcept {
+    return static_cast<std::size_t>((u128(h2) * slots.size()) >> 64);
+  }
+  std::size_t next(std::size_t i) const noexcept { return i + 1 == slots.size() ? 0 : i + 1; }
+  // distance() is how far `to` lies after `from`, wrapping around the table.
+  std::size_t distance(std::size_t from, std::size_t to) const noexcept {
+    return to >= from ? to - from : to + slots.size() - from;
+  }
 
-  // find() returns the entry index for the hash, or kNil.
-  std::uint32_t find(std::uint64_t h1, std::uint64_t h2) noexcept {
-    if (table.empty()) return kNil;
-    const std::uint64_t m = mask();
-    const auto tag = static_cast<std::uint32_t>(h2);
-    for (std::uint64_t pos = h2 & m;; pos = (pos + 1) & m) {
-      const std::uint64_t slot = table[pos];
-      if (slot == 0) return kNil;
-      if (static_cast<std::uint32_t>(slot) == tag) {
-        const auto idx = static_cast<std::uint32_t>((slot >> 32) - 1);
-        const Entry& e = at(idx);
-        if (e.h1 == h1 && e.h2 == h2) return idx;
-      }
+  // find() returns the key's slot, or npos.
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+  std::size_t find(std::uint64_t h1, std::uint64_t h2) const noexcept {
+    if (slots.empty()) return npos;
+    for (std::size_t i = home(h2);; i = next(i)) {
+      const Entry& e = slots[i];
+      if (!e.used) return npos;
+      if (e.h1 == h1 && e.h2 == h2) return i;
     }
   }
 
-  void table_insert(std::uint32_t idx, std::uint64_t h2) noexcept {
-    const std::uint64_t m = mask();
-    std::uint64_t pos = h2 & m;
-    while (table[pos] != 0)
-      pos = (pos + 1) & m;
-    table[pos] = (std::uint64_t{idx} + 1) << 32 | static_cast<std::uint32_t>(h2);
+  // place() puts an entry into the first free slot from its home; returns the slot.
+  std::size_t place(const Entry& e) noexcept {
+    std::size_t i = home(e.h2);
+    while (slots[i].used)
+      i = next(i);
+    slots[i] = e;
+    return i;
   }
 
-  void table_erase(std::uint32_t idx, std::uint64_t h2) noexcept {
-    const std::uint64_t m = mask();
-    const std::uint64_t want = (std::uint64_t{idx} + 1) << 32 | static_cast<std::uint32_t>(h2);
-    std::uint64_t pos = h2 & m;
-    while (table[pos] != want)
-      pos = (pos + 1) & m;
-    // Backward-shift deletion keeps every probe chain unbroken without tombstones.
-    table[pos] = 0;
-    for (std::uint64_t next = (pos + 1) & m; table[next] != 0; next = (next + 1) & m) {
-      const std::uint64_t home = static_cast<std::uint32_t>(table[next]) & m;
-      if (((next - home) & m) >= ((next - pos) & m)) {
-        table[pos] = table[next];
-        table[next] = 0;
-        pos = next;
-      }
+  void grow() {
+    const std::size_t size =
+        std::min(std::max<std::size_t>(slots.size() + slots.size() / 4, 16), max_slots());
+    std::vector<Entry> old(size);
+    old.swap(slots);
+    for (const Entry& e : old) {
+      if (e.used) place(e);
     }
   }
 
-  void grow_table() {
-    std::vector<std::uint64_t> old = std::move(table);
-    table.assign(old.empty() ? 16 : old.size() * 2, 0);
-    for (std::uint64_t slot : old) {
-      if (slot == 0) continue;
-      const std::uint64_t m = mask();
-      std::uint64_t pos = static_cast<std::uint32_t>(slot) & m;
-      while (table[pos] != 0)
-        pos = (pos + 1) & m;
-      table[pos] = slot;
-    }
-  }
-
-  void lru_unlink(std::uint32_t idx) noexcept {
-    Entry& e = at(idx);
-    if (e.prev != kNil)
-      at(e.prev).next = e.next;
-    else
-      lru_head = e.next;
-    if (e.next != kNil)
-      at(e.next).prev = e.prev;
-    else
-      lru_tail = e.prev;
-  }
-  void lru_push_front(std::uint32_t idx) noexcept {
-    Entry& e = at(idx);
-    e.prev = kNil;
-    e.next = lru_head;
-    if (lru_head != kNil)
-      at(lru_head).prev = idx;
-    else
-      lru_tail = idx;
-    lru_head = idx;
-    e.stamp = tick;
-  }
-  // touch() marks a use. Moving to the LRU head is throttled to once per capacity/8 inserts, so
-  // a hot key costs no list writes, while eviction order stays within 1/8 of exact LRU.
-  void touch(std::uint32_t idx) noexcept {
-    Entry& e = at(idx);
-    if (tick - e.stamp > capacity / 8 && lru_head != idx) {
-      lru_unlink(idx);
-      lru_push_front(idx);
-    }
-  }
-
-  void remove(std::uint32_t idx) noexcept {
-    Entry& e = at(idx);
-    table_erase(idx, e.h2);
-    lru_unlink(idx);
-    if (e.algorithm == Algorithm::kSlidingWindowLog) delete log_of(e);
-    e.algorithm = Algorithm::kFixedWindow;
-    e.next = free_head;
-    free_head = idx;
+  // remove() drops the entry at slot i. Backward-shift deletion keeps every probe chain
+  // unbroken without tombstones.
+  void remove(std::size_t i) noexcept {
+    if (slots[i].algorithm == Algorithm::kSlidingWindowLog) delete log_of(slots[i]);
+    slots[i].used = false;
     --count;
-  }
-
-  // evict_one() makes room in a full shard: a state that is full again among the coldest few
-  // goes first (it loses nothing); otherwise the least recently used one.
-  void evict_one(Micros now) noexcept {
-    std::uint32_t idx = lru_tail;
-    for (int i = 0; i < 16 && idx != kNil; ++i, idx = at(idx).prev) {
-      if (at(idx).full_at <= now) {
-        remove(idx);
-        return;
+    for (std::size_t j = next(i); slots[j].used; j = next(j)) {
+      if (distance(home(slots[j].h2), j) >= distance(i, j)) {
+        slots[i] = slots[j];
+        slots[j].used = false;
+        i = j;
       }
     }
-    remove(lru_tail);
+  }
+
+  std::uint64_t random() noexcept {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+  }
+  // sample() returns a random used slot (the table is never empty when called).
+  std::size_t sample() noexcept {
+    std::size_t i = static_cast<std::size_t>(random() % slots.size());
+    while (!slots[i].used)
+      i = next(i);
+    return i;
+  }
+
+  // evict_one() makes room in a full shard: among a few sampled entries, one whose state is
+  // full again goes first (it loses nothing); otherwise the least recently used.
+  void evict_one(Micros now) noexcept {
+    std::size_t victim = sample();
+    for (int k = 1; k < kSamples && slots[victim].full_at > now; ++k) {
+      const std::size_t i = sample();
+      if (slots[i].full_at <= now || tick - slots[i].stamp > tick - slots[victim].stamp) {
+        victim = i;
+      }
+    }
+    remove(victim);
   }
 
   // insert() tracks a new key with a fresh state, making room first if the shard is full.
-  std::uint32_t insert(std::uint64_t h1, std::uint64_t h2, Algorithm a, Micros now) {
+  // Returns its slot.
+  std::size_t insert(std::uint64_t h1, std::uint64_t h2, Algorithm a, Micros now) {
     if (count >= capacity) {
       evict_one(now);
-    } else if (std::uint64_t{count} * 4 >= std::uint64_t{capacity} * 3 && lru_tail != kNil &&
-               at(lru_tail).full_at <= now) {
-      // Three quarters full: reclaim the coldest state if it is full again, one per insert, so
+    } else if (std::uint64_t{count} * 4 >= std::uint64_t{capacity} * 3) {
+      // Three quarters full: reclaim a sampled state if it is full again, one per insert, so
       // idle keys give their memory back before anything live has to be evicted. Below that,
       // states stay (re-inserting a key costs more than keeping it).
-      remove(lru_tail);
+      const std::size_t i = sample();
+      if (slots[i].full_at <= now) remove(i);
     }
-    if ((std::uint64_t{count} + 1) * 4 > table.size() * 3) grow_table();
-
-    std::uint32_t idx;
-    if (free_head != kNil) {
-      idx = free_head;
-      free_head = at(idx).next;
-    } else {
-      if ((allocated >> kChunkBits) >= chunks.size()) {
-        chunks.push_back(std::make_unique<Entry[]>(kChunkSize));
-      }
-      idx = allocated++;
-    }
-    Entry& e = at(idx);
+    if ((std::size_t{count} + 1) * 4 > slots.size() * 3 && slots.size() < max_slots()) grow();
+    Entry e{};
     e.h1 = h1;
     e.h2 = h2;
+    e.used = true;
     e.algorithm = Algorithm::kFixedWindow;
     reset_state(e, a);
-    ++tick;
-    lru_push_front(idx);
-    table_insert(idx, h2);
+    e.stamp = ++tick;
     ++count;
-    return idx;
+    return place(e);
   }
 
-  // entry() returns the key's entry ready for algorithm `a`, inserting it if `create`.
+  // entry() returns the key's entry ready for algorithm `a`, inserting it if `create`; the
+  // pointer is valid until the next insert or remove in this shard.
   Entry* entry(std::uint64_t h1, std::uint64_t h2, Algorithm a, Micros now, bool create) {
-    std::uint32_t idx = find(h1, h2);
-    if (idx == kNil) {
+    std::size_t i = find(h1, h2);
+    if (i == npos) {
       if (!create) return nullptr;
-      idx = insert(h1, h2, a, now);
-    } else {
-      touch(idx);
+      i = insert(h1, h2, a, now);
     }
-    Entry& e = at(idx);
+    Entry& e = slots[i];
+    e.stamp = ++tick;
     if (e.algorithm != a) reset_state(e, a);  // the rule changed algorithm: start fresh
     return &e;
   }
@@ -341,8 +295,8 @@ MemoryStore::MemoryStore(MemoryStoreOptions options) {
   shard_shift_ = 64 - static_cast<unsigned>(std::countr_zero(shards));
   shards_ = std::make_unique<Shard[]>(shards);
   for (std::size_t i = 0; i < shards; ++i) {
-    shards_[i].capacity =
-        static_cast<std::uint32_t>(std::min<std::size_t>(max_keys / shards, std::size_t{kNil} - 1));
+    shards_[i].capacity = static_cast<std::uint32_t>(
+        std::min<std::size_t>(max_keys / shards, std::size_t{0xFFFF'FFFFu} / 2));
   }
   std::random_device rd;
   seed_ = (std::uint64_t{rd()} << 32) ^ rd();
@@ -431,16 +385,17 @@ std::size_t MemoryStore::capacity() const noexcept {
 
 std::size_t MemoryStore::reclaim(Micros now) noexcept {
   std::size_t dropped = 0;
-  for (std::size_t i = 0; i < shard_count_; ++i) {
-    Shard& s = shards_[i];
+  for (std::size_t k = 0; k < shard_count_; ++k) {
+    Shard& s = shards_[k];
     std::lock_guard guard(s.lock);
-    for (std::uint32_t idx = s.lru_head; idx != kNil;) {
-      const std::uint32_t next = s.at(idx).next;
-      if (s.at(idx).full_at <= now) {
-        s.remove(idx);
+    // Removing shifts later entries back, so a slot is examined again after a removal.
+    for (std::size_t i = 0; i < s.slots.size();) {
+      if (s.slots[i].used && s.slots[i].full_at <= now) {
+        s.remove(i);
         ++dropped;
+      } else {
+        ++i;
       }
-      idx = next;
     }
   }
   return dropped;
@@ -448,13 +403,13 @@ std::size_t MemoryStore::reclaim(Micros now) noexcept {
 
 std::size_t MemoryStore::memory_bytes() const noexcept {
   std::size_t bytes = sizeof(Shard) * shard_count_;
-  for (std::size_t i = 0; i < shard_count_; ++i) {
-    Shard& s = shards_[i];
+  for (std::size_t k = 0; k < shard_count_; ++k) {
+    Shard& s = shards_[k];
     std::lock_guard guard(s.lock);
-    bytes += s.chunks.size() * kChunkSize * sizeof(Entry) + s.table.size() * sizeof(std::uint64_t);
-    for (std::uint32_t idx = s.lru_head; idx != kNil; idx = s.at(idx).next) {
-      if (s.at(idx).algorithm == Algorithm::kSlidingWindowLog) {
-        bytes += sizeof(SlidingLogState) + log_of(s.at(idx))->size() * sizeof(SlidingLogState::Hit);
+    bytes += s.slots.capacity() * sizeof(Entry);
+    for (const Entry& e : s.slots) {
+      if (e.used && e.algorithm == Algorithm::kSlidingWindowLog) {
+        bytes += sizeof(SlidingLogState) + log_of(e)->size() * sizeof(SlidingLogState::Hit);
       }
     }
   }
