@@ -1,10 +1,15 @@
 // sluice/memory_store.h — the embedded default store: sharded, thread-safe, bounded.
 //
-// States live in N shards, each a small open-addressing table under its own spin lock, so
-// threads deciding on different keys rarely meet, and threads deciding on one key are
-// serialised by that key's shard (never admitting more than the contract). The store is bounded:
-// at most `max_keys` states are tracked; states that are full again are reclaimed as new keys
-// arrive, and when a shard is full its least recently used key goes first.
+// States live in N shards, each an open-addressing table under its own spin lock, so threads
+// deciding on different keys rarely meet, and threads deciding on one key are serialised by that
+// key's shard (never admitting more than the contract). A key's state sits in its table slot:
+// one decision touches one cache line of the store.
+//
+// The store is bounded: at most `max_keys` states are tracked (each shard holds max_keys/N).
+// States that are full again are reclaimed: by reclaim(), and as new keys arrive once a shard is
+// three quarters full. When a shard is full, eviction approximates LRU as Redis does: it samples
+// 8 keys and drops one whose state is full again (losing nothing), or else the least recently
+// used of the sample.
 //
 // Keys are identified by a seeded 128-bit hash (XXH3) rather than stored whole: every tracked
 // key costs the same memory whatever its length. Two keys sharing a counter would need a 128-bit
@@ -27,7 +32,8 @@ namespace sluice {
 
 struct MemoryStoreOptions {
   // The most states tracked at once. Past it, least recently used keys are evicted (which
-  // forgets what they consumed: size it above the number of keys live in one window).
+  // forgets what they consumed: size it above the number of keys live in one window). Keys
+  // spread over shards by hash, so eviction can begin a few percent before the total is reached.
   std::size_t max_keys = 1'000'000;
   // Shards (rounded down to a power of two, and reduced so each holds at least 1,024 keys).
   std::size_t shards = 64;
