@@ -26,7 +26,8 @@ namespace sluice {
 struct ConfigError {
   SourceLocation where;
   std::string message;
-  // to_string() renders "file:line:column: message".
+  // to_string() renders "file:line:column: message" ("file: message" when the problem has no
+  // position, such as a missing file).
   std::string to_string() const;
 };
 

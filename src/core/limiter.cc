@@ -1,6 +1,7 @@
 #include "sluice/limiter.h"
 
 #include <algorithm>
+#include <limits>
 #include <string_view>
 #include <unordered_set>
 
@@ -208,7 +209,9 @@ void Limiter::finish(Scratch& sc, Decision& decision) {
       sc.hits.push_back(Hit{key, &item.limit->spec, item.cost, !item.limit->shadow});
       if (many) by_key.emplace(key, found);
     } else {
-      sc.hits[found].cost += item.cost;
+      // Saturating: a sum past 2^64 is more than any limit holds, which the verdict says.
+      std::uint64_t& cost = sc.hits[found].cost;
+      if (__builtin_add_overflow(cost, item.cost, &cost)) cost = std::numeric_limits<std::uint64_t>::max();
       sc.hits[found].enforce |= !item.limit->shadow;
     }
     item.hit = found;
