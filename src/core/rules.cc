@@ -7,8 +7,10 @@ namespace sluice {
 
 namespace {
 
-// A store key's parts are separated by bytes that cannot appear in a length prefix's role.
+// Separates a limit's identity (length-prefixed parts, never ambiguous) from its index and spec.
 constexpr char kSep = '\x1f';
+// The deepest descriptor tree compile() accepts (the loader refuses deeper ones first).
+constexpr int kMaxDepth = 64;
 
 std::string spec_tag(const LimitSpec& spec) {
   std::string tag;
@@ -20,6 +22,9 @@ std::string spec_tag(const LimitSpec& spec) {
 void validate(const LimitDef& def, std::string_view where) {
   if (def.unlimited) return;
   const LimitSpec& s = def.spec;
+  if (static_cast<unsigned>(s.algorithm) > static_cast<unsigned>(Algorithm::kTokenBucket)) {
+    throw std::invalid_argument(std::string(where) + ": unknown algorithm");
+  }
   if (s.window <= 0 || s.window > kMaxWindow) {
     throw std::invalid_argument(std::string(where) + ": window out of range");
   }
@@ -193,10 +198,16 @@ std::shared_ptr<const RuleSet> RuleSet::compile(RuleSource source) {
     auto domain = std::make_unique<Domain>();
     Domain* dom = domain.get();
 
-    // Depth-first: place is Envoy's dotted full key ("domain.key_value.key").
-    std::function<void(Node&, const std::vector<DescriptorRule>&, const std::string&)> build =
-        [&](Node& parent, const std::vector<DescriptorRule>& rules,
-            const std::string& parent_place) {
+    // Depth-first. `place` is Envoy's dotted full key ("domain.key_value.key"), for names and
+    // messages; `key_base` identifies the node in store keys: every key and value
+    // length-prefixed, so no two nodes (nor a node and a path rule) can share a counter.
+    std::function<void(Node&, const std::vector<DescriptorRule>&, const std::string&,
+                       const std::string&, int)>
+        build = [&](Node& parent, const std::vector<DescriptorRule>& rules,
+                    const std::string& parent_place, const std::string& parent_key, int depth) {
+          if (depth > kMaxDepth) {
+            throw std::invalid_argument(parent_place + ": descriptors nested too deep");
+          }
           for (const DescriptorRule& r : rules) {
             if (r.key.empty()) {
               throw std::invalid_argument(parent_place + ": descriptor has empty key");
@@ -220,13 +231,17 @@ std::shared_ptr<const RuleSet> RuleSet::compile(RuleSource source) {
             if (duplicate) {
               throw std::invalid_argument("duplicate descriptor composite key '" + place + "'");
             }
-            std::string key_base = std::string(1, 'E') + kSep + place;
+            std::string key_base = parent_key;
+            append_key_value(key_base, r.key);
+            append_key_value(key_base, r.value);
             node->limits = compile_limits(r.limits, place, key_base, r.shadow_mode);
             count += node->limits.size();
-            build(*node, r.descriptors, place);
+            build(*node, r.descriptors, place, key_base, depth + 1);
           }
         };
-    build(dom->root, d.descriptors, d.domain);
+    std::string domain_key(1, 'E');
+    append_key_value(domain_key, d.domain);
+    build(dom->root, d.descriptors, d.domain, domain_key, 1);
     set->domains_.emplace(d.domain, std::move(domain));
   }
 
@@ -237,7 +252,13 @@ std::shared_ptr<const RuleSet> RuleSet::compile(RuleSource source) {
     for (const PathDescriptorRule& pd : r.descriptors) {
       if (pd.key.empty()) throw std::invalid_argument("path rule " + r.path + ": empty key");
       std::string place = "path:" + r.path + "." + pd.key + (pd.value ? "_" + *pd.value : "");
-      std::string key_base = std::string(1, 'P') + kSep + place;
+      std::string key_base(1, 'P');
+      append_key_value(key_base, r.path);
+      append_key_value(key_base, pd.key);
+      if (pd.value) {
+        key_base += '=';
+        append_key_value(key_base, *pd.value);
+      }
       rule->descriptors.push_back(
           {pd.key, pd.value, compile_limits(pd.limits, place, key_base, pd.shadow_mode)});
       count += rule->descriptors.back().limits.size();

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <optional>
 #include <thread>
+#include <tuple>
 
 #include "sluice/memory_store.h"
 
@@ -248,6 +250,29 @@ TEST_F(LimiterTest, PathRules) {
   EXPECT_FALSE(d.allowed);
   EXPECT_EQ(d.statuses[0].name, "path:/api/*.api_key");
   EXPECT_EQ(d.retry_after, 500'000);
+}
+
+TEST(LimiterKeys, RulesThatLookAlikeNeverShareACounter) {
+  // "a_b" and a=b read the same in Envoy's dotted names; their counters must stay apart. So
+  // must path /a.k with key x and path /a with key k.x.
+  RuleSource src;
+  for (auto [path, key, value] : {std::tuple{"/p", "a_b", std::optional<std::string>{}},
+                                  std::tuple{"/p", "a", std::optional<std::string>{"b"}},
+                                  std::tuple{"/a.k", "x", std::optional<std::string>{}},
+                                  std::tuple{"/a", "k.x", std::optional<std::string>{}}}) {
+    PathRule rule;
+    rule.path = path;
+    rule.descriptors.push_back({key, value, {LimitDef::per_unit(1, Unit::kMinute)}});
+    src.path_rules.push_back(rule);
+  }
+  ManualClock clock(kT0);
+  MemoryStore store;
+  Limiter limiter(RuleSet::compile(std::move(src)), store, clock);
+  EXPECT_TRUE(limiter.decide(PathRequest{"/p", {{"a_b", "b"}}, 1}).allowed);
+  EXPECT_TRUE(limiter.decide(PathRequest{"/p", {{"a", "b"}}, 1}).allowed);
+  EXPECT_TRUE(limiter.decide(PathRequest{"/a.k", {{"x", "v"}}, 1}).allowed);
+  EXPECT_TRUE(limiter.decide(PathRequest{"/a", {{"k.x", "v"}}, 1}).allowed);
+  EXPECT_FALSE(limiter.decide(PathRequest{"/a", {{"k.x", "v"}}, 1}).allowed);
 }
 
 TEST_F(LimiterTest, SwappingRulesKeepsCountersOfUnchangedLimits) {

@@ -53,6 +53,19 @@ TEST(RuleSet, CompileRejectsDuplicatesAndBadWindows) {
   EXPECT_THROW(RuleSet::compile(bad_window), std::invalid_argument);
 }
 
+TEST(RuleSet, CompileRefusesTreesDeeperThan64) {
+  DescriptorRule leaf{.key = "k"};
+  leaf.limits.push_back(LimitDef::per_unit(1, Unit::kSecond));
+  for (int i = 0; i < 70; ++i) {
+    DescriptorRule parent{.key = "k" + std::to_string(i)};
+    parent.descriptors.push_back(std::move(leaf));
+    leaf = std::move(parent);
+  }
+  RuleSource src;
+  src.domains.push_back({"deep", {leaf}, {}});
+  EXPECT_THROW(RuleSet::compile(src), std::invalid_argument);
+}
+
 TEST(Units, MatchEnvoyDividers) {
   EXPECT_EQ(unit_micros(Unit::kSecond), 1'000'000);
   EXPECT_EQ(unit_micros(Unit::kMinute), 60'000'000);
