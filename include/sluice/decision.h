@@ -18,15 +18,16 @@ struct DescriptorStatus {
   // The limit's name: rate_limit.name when given, otherwise its place in the rules
   // ("domain.key_value.key" or "path:/login.user_id").
   std::string name;
-  Algorithm algorithm = Algorithm::kFixedWindow;
-  // The window and the unit the limit was written with (kUnknown for a custom window).
-  Micros window = 0;
+  // The limit's parameters: algorithm, n per window, burst.
+  LimitSpec spec;
+  // The unit the window was written with (kUnknown for an explicit duration).
   Unit unit = Unit::kUnknown;
   bool allowed = true;
   // Shadow-mode limits are reported but never enforced.
   bool shadow = false;
   // An `unlimited: true` rule matched: nothing is counted.
   bool unlimited = false;
+  // n, or the capacity b of a token bucket.
   std::uint64_t limit = 0;
   std::uint64_t remaining = 0;
   Micros reset_after = 0;

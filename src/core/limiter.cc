@@ -232,8 +232,7 @@ void Limiter::finish(Scratch& sc, Decision& decision) {
     DescriptorStatus& st = decision.statuses.emplace_back();
     st.descriptor_index = item.descriptor;
     st.name = limit.name;
-    st.algorithm = limit.spec.algorithm;
-    st.window = limit.spec.window;
+    st.spec = limit.spec;
     st.unit = limit.unit;
     st.shadow = limit.shadow;
     st.unlimited = limit.unlimited;

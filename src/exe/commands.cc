@@ -58,45 +58,6 @@ std::shared_ptr<const RuleSet> load(const std::vector<std::string>& paths) {
   return nullptr;
 }
 
-// LimitIndex finds the rule a DescriptorStatus came from, by its reported name, to describe it
-// ("token_bucket 10/second burst 20"): a status carries the capacity of a token bucket, not its
-// rate. The names are built as RuleSet::compile() builds them.
-class LimitIndex {
- public:
-  explicit LimitIndex(const RuleSource& source) {
-    for (const DomainRules& d : source.domains)
-      add_tree(d.descriptors, d.domain);
-    for (const PathRule& r : source.path_rules) {
-      for (const PathDescriptorRule& pd : r.descriptors) {
-        add(pd.limits, "path:" + r.path + "." + pd.key + (pd.value ? "_" + *pd.value : ""));
-      }
-    }
-  }
-  const LimitDef* find(const std::string& name) const {
-    const auto it = by_name_.find(name);
-    return it == by_name_.end() ? nullptr : &it->second;
-  }
-
- private:
-  void add_tree(const std::vector<DescriptorRule>& rules, const std::string& parent) {
-    for (const DescriptorRule& r : rules) {
-      const std::string place = parent + "." + (r.value.empty() ? r.key : r.key + "_" + r.value);
-      add(r.limits, place);
-      add_tree(r.descriptors, place);
-    }
-  }
-  void add(const std::vector<LimitDef>& limits, const std::string& place) {
-    for (std::size_t i = 0; i < limits.size(); ++i) {
-      const std::string name =
-          !limits[i].name.empty()
-              ? limits[i].name
-              : (limits.size() > 1 ? place + "[" + std::to_string(i) + "]" : place);
-      by_name_.emplace(name, limits[i]);
-    }
-  }
-  std::unordered_map<std::string, LimitDef> by_name_;
-};
-
 // --- formatting -------------------------------------------------------------------------------
 
 // ms() renders a duration as whole milliseconds, rounded up, as the JSON does.
@@ -137,19 +98,12 @@ std::string seconds(Micros t) {
 
 // limit_text() describes a status's limit: "fixed_window 10/second", "token_bucket 5/30s burst
 // 20".
-std::string limit_text(const DescriptorStatus& st, const LimitIndex& index) {
-  std::string out(algorithm_name(st.algorithm));
-  const LimitDef* def = index.find(st.name);
-  if (def != nullptr && def->spec.algorithm == st.algorithm && def->spec.window == st.window) {
-    out += " " + std::to_string(def->spec.limit) + "/" + window_text(st.window, st.unit);
-    if (st.algorithm == Algorithm::kTokenBucket && def->spec.burst != 0 &&
-        def->spec.burst != def->spec.limit) {
-      out += " burst " + std::to_string(def->spec.burst);
-    }
-  } else if (st.algorithm == Algorithm::kTokenBucket) {
-    out += " capacity " + std::to_string(st.limit) + " per " + window_text(st.window, st.unit);
-  } else {
-    out += " " + std::to_string(st.limit) + "/" + window_text(st.window, st.unit);
+std::string limit_text(const DescriptorStatus& st) {
+  const LimitSpec& spec = st.spec;
+  std::string out(algorithm_name(spec.algorithm));
+  out += " " + std::to_string(spec.limit) + "/" + window_text(spec.window, st.unit);
+  if (spec.algorithm == Algorithm::kTokenBucket && spec.burst != 0 && spec.burst != spec.limit) {
+    out += " burst " + std::to_string(spec.burst);
   }
   return out;
 }
@@ -157,7 +111,7 @@ std::string limit_text(const DescriptorStatus& st, const LimitIndex& index) {
 // decision_text() renders a decision for a person, on one line:
 //   allowed  limit=10 remaining=9 reset_after=1000ms  [api.remote_address: fixed_window
 //   10/second remaining 9]
-std::string decision_text(const Decision& d, const LimitIndex& index) {
+std::string decision_text(const Decision& d) {
   std::string out = d.allowed ? "allowed " : "DENIED  ";
   out += " limit=" + std::to_string(d.limit) + " remaining=" + std::to_string(d.remaining) +
          " reset_after=" + ms(d.reset_after);
@@ -171,7 +125,7 @@ std::string decision_text(const Decision& d, const LimitIndex& index) {
     if (st.unlimited) {
       out += "unlimited";
     } else {
-      out += limit_text(st, index) + " remaining " + std::to_string(st.remaining);
+      out += limit_text(st) + " remaining " + std::to_string(st.remaining);
       if (!st.allowed) out += st.shadow ? ", denied (shadow: not enforced)" : ", denied";
     }
     if (st.shadow && st.allowed) out += " (shadow)";
@@ -181,10 +135,10 @@ std::string decision_text(const Decision& d, const LimitIndex& index) {
   return out;
 }
 
-std::string render(const Decision& d, const AnyRequest& request, bool json, const LimitIndex& idx,
+std::string render(const Decision& d, const AnyRequest& request, bool json,
                    const std::string& prefix) {
   if (json) return dump_json(decision_to_json(d, request));
-  return prefix + " " + decision_text(d, idx);
+  return prefix + " " + decision_text(d);
 }
 
 // --- argument parsing -------------------------------------------------------------------------
@@ -298,12 +252,11 @@ int run_check(const CheckOptions& o) {
   if (rules == nullptr) return 1;
   if (const auto* r = std::get_if<Request>(&request); r != nullptr && !rules->has_domain(r->domain))
     std::cerr << "sluice check: note: no rules for domain '" << r->domain << "'\n";
-  const LimitIndex index(rules->source());
   MemoryStore store;
   Limiter limiter(rules, store, SystemClock::instance());
   for (std::int64_t i = 1; i <= o.times; ++i) {
     const Decision d = std::visit([&limiter](const auto& r) { return limiter.decide(r); }, request);
-    std::cout << render(d, request, o.json, index, "#" + std::to_string(i)) << "\n";
+    std::cout << render(d, request, o.json, "#" + std::to_string(i)) << "\n";
   }
   return 0;
 }
@@ -365,7 +318,6 @@ int run_replay(const ReplayOptions& o) {
 
   std::shared_ptr<const RuleSet> rules = load(o.configs);
   if (rules == nullptr) return 1;
-  const LimitIndex index(rules->source());
   MemoryStore store;
   ManualClock clock(lines.empty() ? 0 : lines.front().hit.t);
   Limiter limiter(rules, store, clock);
@@ -378,7 +330,7 @@ int run_replay(const ReplayOptions& o) {
     const Decision d =
         std::visit([&limiter](const auto& r) { return limiter.decide(r); }, line.hit.request);
     allowed += d.allowed ? 1 : 0;
-    std::cout << render(d, line.hit.request, o.json, index,
+    std::cout << render(d, line.hit.request, o.json,
                         "line " + std::to_string(line.number) + " t=" + seconds(line.hit.t))
               << "\n";
     for (const DescriptorStatus& st : d.statuses) {
@@ -459,7 +411,7 @@ std::string demo_reason(const DescriptorStatus& st, Micros offset, Micros window
     return it == counts.end() ? std::uint64_t{0} : it->second;
   };
   char buf[160];
-  switch (st.algorithm) {
+  switch (st.spec.algorithm) {
     case Algorithm::kFixedWindow:
       if (st.allowed) {
         return "window " + std::to_string(k) + ": " + std::to_string(used) + "/" +
@@ -509,7 +461,6 @@ int run_demo(const std::vector<std::string>& configs) {
               << "' (see examples/demo.yaml)\n";
     return 1;
   }
-  const LimitIndex index(rules->source());
   int hits_per_run = 0;
   for (const DemoBurst& b : kDemoSchedule)
     hits_per_run += b.count;
@@ -533,7 +484,7 @@ int run_demo(const std::vector<std::string>& configs) {
       continue;
     }
     const DescriptorStatus& rule = first.statuses[0];
-    const Micros window = rule.window;
+    const Micros window = rule.spec.window;
     const Micros start = clock.now_micros() - clock.now_micros() % window;
 
     std::vector<std::string> rows;
@@ -560,7 +511,7 @@ int run_demo(const std::vector<std::string>& configs) {
       }
     }
     std::cout << "\n"
-              << limit_text(rule, index) << ": " << admitted << " of " << hit << " allowed\n"
+              << limit_text(rule) << ": " << admitted << " of " << hit << " allowed\n"
               << "      time  hit  result   left  why\n";
     for (const std::string& row : rows)
       std::cout << row << "\n";

@@ -43,7 +43,7 @@ json decision_json(const Decision& d, DescriptorOf&& descriptor_of) {
     json s = json::object();
     s["descriptor"] = descriptor_of(st.descriptor_index);
     s["name"] = st.name;
-    s["algorithm"] = std::string(algorithm_name(st.algorithm));
+    s["algorithm"] = std::string(algorithm_name(st.spec.algorithm));
     s["allowed"] = st.allowed;
     s["limit"] = st.limit;
     s["remaining"] = st.remaining;

@@ -32,7 +32,7 @@ TEST(DecisionJson, ExactShapeAndRoundingUp) {
   DescriptorStatus a;
   a.descriptor_index = 1;
   a.name = "api.user.plan_free";
-  a.algorithm = Algorithm::kSlidingWindowCounter;
+  a.spec.algorithm = Algorithm::kSlidingWindowCounter;
   a.allowed = false;
   a.limit = 10;
   a.remaining = 0;
@@ -41,7 +41,7 @@ TEST(DecisionJson, ExactShapeAndRoundingUp) {
   DescriptorStatus b;
   b.descriptor_index = 0;
   b.name = "api.remote_address";
-  b.algorithm = Algorithm::kTokenBucket;
+  b.spec.algorithm = Algorithm::kTokenBucket;
   b.shadow = true;
   b.allowed = false;
   b.limit = 3;
