@@ -211,7 +211,8 @@ void Limiter::finish(Scratch& sc, Decision& decision) {
     } else {
       // Saturating: a sum past 2^64 is more than any limit holds, which the verdict says.
       std::uint64_t& cost = sc.hits[found].cost;
-      if (__builtin_add_overflow(cost, item.cost, &cost)) cost = std::numeric_limits<std::uint64_t>::max();
+      if (__builtin_add_overflow(cost, item.cost, &cost))
+        cost = std::numeric_limits<std::uint64_t>::max();
       sc.hits[found].enforce |= !item.limit->shadow;
     }
     item.hit = found;
