@@ -1,0 +1,2 @@
+// Placeholder: see the redis harness task.
+#pragma once
