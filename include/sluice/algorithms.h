@@ -67,6 +67,10 @@ struct LimitSpec {
   friend bool operator==(const LimitSpec&, const LimitSpec&) = default;
 };
 
+// refill_fits() tells whether an empty token bucket refills within kMaxWindow (b * W / n), which
+// keeps every time the algorithms compute inside 64 bits (and Redis's 53-bit Lua numbers).
+bool refill_fits(const LimitSpec& s) noexcept;
+
 // Verdict is the outcome of one step.
 struct Verdict {
   bool allowed = true;
@@ -119,6 +123,16 @@ class SlidingLogState {
     std::uint64_t cost;
     friend bool operator==(const Hit&, const Hit&) = default;
   };
+  // restore() rebuilds a log from its entries (oldest first, as hits() lists them) and the time
+  // of the last consuming hit: for stores that keep the log elsewhere.
+  static SlidingLogState restore(Micros last, std::vector<Hit> hits) {
+    SlidingLogState s;
+    s.last_ = last;
+    for (const Hit& h : hits)
+      s.sum_ += h.cost;
+    s.hits_ = std::move(hits);
+    return s;
+  }
   Micros last() const noexcept { return last_; }
   bool empty() const noexcept { return head_ == hits_.size(); }
   std::size_t size() const noexcept { return hits_.size() - head_; }

@@ -27,6 +27,8 @@ struct DescriptorStatus {
   bool shadow = false;
   // An `unlimited: true` rule matched: nothing is counted.
   bool unlimited = false;
+  // The store could not decide; the limit's failure_mode did.
+  bool without_store = false;
   // n, or the capacity b of a token bucket.
   std::uint64_t limit = 0;
   std::uint64_t remaining = 0;
@@ -46,7 +48,7 @@ struct Decision {
   Micros retry_after = 0;
   // One status per limit that applied, in descriptor order.
   std::vector<DescriptorStatus> statuses;
-  // Set when the store failed; the decision then follows the limits' failure mode.
+  // Set when the store failed; each limit's failure_mode then decided.
   std::string error;
 };
 

@@ -44,6 +44,12 @@ class Limiter {
   // rules() returns the current snapshot.
   std::shared_ptr<const RuleSet> rules() const;
 
+  // store_failures() counts the decisions the store could not make (each limit's failure_mode
+  // decided them instead).
+  std::uint64_t store_failures() const noexcept {
+    return store_failures_.load(std::memory_order_relaxed);
+  }
+
   Store& store() const noexcept { return store_; }
   const Clock& clock() const noexcept { return clock_; }
 
@@ -59,6 +65,7 @@ class Limiter {
   // A process-wide unique number per snapshot, so each thread can cache its own reference and
   // check it with one shared read instead of touching the shared_ptr's count per decision.
   std::atomic<std::uint64_t> generation_;
+  std::atomic<std::uint64_t> store_failures_{0};
 };
 
 }  // namespace sluice

@@ -40,6 +40,12 @@ struct SourceLocation {
   int column = 0;
 };
 
+// FailureMode decides a limit when its store cannot (Redis down or too slow).
+enum class FailureMode : std::uint8_t {
+  kAllow = 0,  // let the request through (Envoy's and Stripe's default)
+  kDeny = 1,   // refuse it
+};
+
 // LimitDef is one limit as written: an algorithm, n per window, a burst.
 struct LimitDef {
   LimitSpec spec;
@@ -52,6 +58,7 @@ struct LimitDef {
   std::vector<std::string> replaces;
   // `unlimited: true`: matched, reported, never counted.
   bool unlimited = false;
+  FailureMode failure_mode = FailureMode::kAllow;
   SourceLocation where;
 
   // per_unit() is the common case: a fixed window of n per unit.
@@ -113,6 +120,7 @@ struct CompiledLimit {
   std::vector<std::string> replaces;
   bool shadow = false;
   bool unlimited = false;
+  FailureMode failure_mode = FailureMode::kAllow;
   // The prefix of every store key of this limit: identifies the rule, the algorithm and the
   // window, so that editing either starts fresh counters.
   std::string key_prefix;

@@ -56,8 +56,8 @@ constexpr std::string_view kDurationHelp =
 using Keys = std::span<const std::string_view>;
 
 constexpr std::string_view kLimitKeys[] = {
-    "unit",      "requests_per_unit", "unlimited", "name", "replaces",
-    "algorithm", "unit_multiplier",   "window",    "burst"};
+    "unit",      "requests_per_unit", "unlimited", "name",  "replaces",
+    "algorithm", "unit_multiplier",   "window",    "burst", "failure_mode"};
 constexpr std::string_view kEnvoyTopKeys[] = {"domain", "descriptors"};
 constexpr std::string_view kPathTopKeys[] = {"rules"};
 constexpr std::string_view kDescriptorKeys[] = {
@@ -75,7 +75,8 @@ constexpr std::string_view kPathDescriptorKeys[] = {"key",
                                                     "algorithm",
                                                     "unit_multiplier",
                                                     "window",
-                                                    "burst"};
+                                                    "burst",
+                                                    "failure_mode"};
 constexpr std::string_view kReplacesKeys[] = {"name"};
 // Keys of newer Envoy ratelimit releases that sluice does not implement.
 constexpr std::string_view kUnsupportedEnvoyKeys[] = {"share_threshold", "value_to_metric",
@@ -633,8 +634,21 @@ class Reader {
     const Entry* e_multiplier = given(es, "unit_multiplier");
     const Entry* e_window = given(es, "window");
     const Entry* e_burst = given(es, "burst");
+    const Entry* e_failure = given(es, "failure_mode");
 
     if (e_name != nullptr) def.name = string(*e_name, field(context, "name")).value_or("");
+    if (e_failure != nullptr) {
+      if (auto text = string(*e_failure, field(context, "failure_mode"))) {
+        if (lower(*text) == "allow") {
+          def.failure_mode = FailureMode::kAllow;
+        } else if (lower(*text) == "deny") {
+          def.failure_mode = FailureMode::kDeny;
+        } else {
+          error(value_loc(*e_failure),
+                field(context, "failure_mode") + ": must be allow or deny, got " + quote(*text));
+        }
+      }
+    }
     if (e_replaces != nullptr) def.replaces = replaces(*e_replaces, context, def.name);
 
     if (e_unlimited != nullptr && boolean(*e_unlimited, field(context, "unlimited")) == true) {
@@ -745,6 +759,11 @@ class Reader {
           def.spec.burst = *burst;
         }
       }
+    }
+    if (!refill_fits(def.spec)) {
+      error(where, owner +
+                       ": an empty bucket would take over 100 years to refill (burst x window "
+                       "/ requests_per_unit); lower the burst or raise requests_per_unit");
     }
     return def;
   }

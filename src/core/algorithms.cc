@@ -28,6 +28,11 @@ std::optional<Algorithm> parse_algorithm(std::string_view name) noexcept {
   return std::nullopt;
 }
 
+bool refill_fits(const LimitSpec& s) noexcept {
+  if (s.limit == 0) return true;
+  return u128(s.capacity()) * u128(s.window) / s.limit <= u128(kMaxWindow);
+}
+
 namespace {
 
 // Time never runs backwards inside one state: a `now` before the last consuming hit is that

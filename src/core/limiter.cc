@@ -223,7 +223,10 @@ void Limiter::finish(Scratch& sc, Decision& decision) {
     sc.status = store_.apply(sc.hits, clock_.now_micros(), sc.verdicts);
   }
   const bool store_failed = !sc.status.ok();
-  if (store_failed) decision.error = sc.status.message;
+  if (store_failed) {
+    decision.error = sc.status.message;
+    store_failures_.fetch_add(1, std::memory_order_relaxed);
+  }
 
   decision.statuses.reserve(sc.items.size());
   const DescriptorStatus* worst = nullptr;
@@ -244,15 +247,17 @@ void Limiter::finish(Scratch& sc, Decision& decision) {
     st.limit =
         limit.spec.algorithm == Algorithm::kTokenBucket ? limit.spec.capacity() : limit.spec.limit;
     if (store_failed) {
-      // Failure mode "allow": decided without the store.
-      st.remaining = st.limit;
-      continue;
+      // Decided without the store, by the limit's failure mode.
+      st.without_store = true;
+      st.allowed = limit.failure_mode == FailureMode::kAllow;
+      st.remaining = st.allowed ? st.limit : 0;
+    } else {
+      const Verdict& v = sc.verdicts[item.hit];
+      st.allowed = v.allowed;
+      st.remaining = v.remaining;
+      st.reset_after = v.reset_after;
+      st.retry_after = v.retry_after;
     }
-    const Verdict& v = sc.verdicts[item.hit];
-    st.allowed = v.allowed;
-    st.remaining = v.remaining;
-    st.reset_after = v.reset_after;
-    st.retry_after = v.retry_after;
     if (limit.shadow) continue;
     if (!st.allowed) decision.allowed = false;
     if (worst == nullptr) {

@@ -30,6 +30,9 @@ void validate(const LimitDef& def, std::string_view where) {
   }
   if (s.limit > kMaxLimit) throw std::invalid_argument(std::string(where) + ": limit too large");
   if (s.burst > kMaxLimit) throw std::invalid_argument(std::string(where) + ": burst too large");
+  if (s.limit != 0 && !refill_fits(s)) {
+    throw std::invalid_argument(std::string(where) + ": the bucket takes over 100 years to refill");
+  }
 }
 
 }  // namespace
@@ -173,6 +176,7 @@ std::vector<CompiledLimit> compile_limits(const std::vector<LimitDef>& defs,
     c.replaces = def.replaces;
     c.shadow = shadow;
     c.unlimited = def.unlimited;
+    c.failure_mode = def.failure_mode;
     c.key_prefix = key_base;
     c.key_prefix += kSep;
     c.key_prefix += std::to_string(i);

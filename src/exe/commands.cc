@@ -25,6 +25,7 @@
 #include "sluice/memory_store.h"
 #include "sluice/request.h"
 #include "sluice/rules.h"
+#include "sluice/storage.h"
 
 namespace sluice::cli {
 
@@ -56,6 +57,18 @@ std::shared_ptr<const RuleSet> load(const std::vector<std::string>& paths) {
     std::cerr << error_text(e) << "\n";
   if (errors.empty()) std::cerr << "sluice: no rules could be loaded\n";
   return nullptr;
+}
+
+constexpr const char* kStorageHelp =
+    "Where limits keep their state: memory:// (this process), redis://[user:pass@]host:port/db, "
+    "redis+unix:///path/to/socket (docs/storage.md)";
+
+// open_storage() opens the --storage URL, or says why it cannot.
+std::unique_ptr<Store> open_storage(const std::string& url, const char* command) {
+  std::string error;
+  std::unique_ptr<Store> store = open_store(url, error);
+  if (store == nullptr) std::cerr << "sluice " << command << ": " << error << "\n";
+  return store;
 }
 
 // --- formatting -------------------------------------------------------------------------------
@@ -185,6 +198,7 @@ int run_validate(const std::vector<std::string>& paths) {
 // --- check ------------------------------------------------------------------------------------
 
 struct CheckOptions {
+  std::string storage = "memory://";
   std::vector<std::string> configs;
   std::string domain;
   std::vector<std::string> descriptors;
@@ -252,8 +266,9 @@ int run_check(const CheckOptions& o) {
   if (rules == nullptr) return 1;
   if (const auto* r = std::get_if<Request>(&request); r != nullptr && !rules->has_domain(r->domain))
     std::cerr << "sluice check: note: no rules for domain '" << r->domain << "'\n";
-  MemoryStore store;
-  Limiter limiter(rules, store, SystemClock::instance());
+  std::unique_ptr<Store> store = open_storage(o.storage, "check");
+  if (store == nullptr) return 1;
+  Limiter limiter(rules, *store, SystemClock::instance());
   for (std::int64_t i = 1; i <= o.times; ++i) {
     const Decision d = std::visit([&limiter](const auto& r) { return limiter.decide(r); }, request);
     std::cout << render(d, request, o.json, "#" + std::to_string(i)) << "\n";
@@ -265,6 +280,7 @@ int run_check(const CheckOptions& o) {
 
 struct ReplayOptions {
   std::vector<std::string> configs;
+  std::string storage = "memory://";
   std::string trace;
   bool json = false;
 };
@@ -318,9 +334,10 @@ int run_replay(const ReplayOptions& o) {
 
   std::shared_ptr<const RuleSet> rules = load(o.configs);
   if (rules == nullptr) return 1;
-  MemoryStore store;
+  std::unique_ptr<Store> store = open_storage(o.storage, "replay");
+  if (store == nullptr) return 1;
   ManualClock clock(lines.empty() ? 0 : lines.front().hit.t);
-  Limiter limiter(rules, store, clock);
+  Limiter limiter(rules, *store, clock);
 
   std::vector<RuleTally> tallies;
   std::unordered_map<std::string, std::size_t> tally_of;
@@ -556,6 +573,9 @@ int main(int argc, char** argv) {
       ->add_option("--data", check_options.data,
                    "Data of a path-rule request: key=value[,key=value...] (repeatable)")
       ->allow_extra_args(false);
+  check->add_option("-s,--storage", check_options.storage, kStorageHelp)
+      ->envname("SLUICE_STORAGE")
+      ->capture_default_str();
   check->add_option("--cost", check_options.cost,
                     "Cost units of each hit (default 1; 0 checks without consuming)");
   check->add_option("-n,--times", check_options.times,
@@ -572,6 +592,9 @@ int main(int argc, char** argv) {
                    "Rule file or directory (repeatable; all load as one snapshot)")
       ->required()
       ->allow_extra_args(false);
+  replay->add_option("-s,--storage", replay_options.storage, kStorageHelp)
+      ->envname("SLUICE_STORAGE")
+      ->capture_default_str();
   replay
       ->add_option("-t,--trace", replay_options.trace,
                    "JSON lines: {\"t\": seconds since the epoch, \"domain\", \"descriptors\": "

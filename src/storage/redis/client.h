@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <string>
@@ -28,7 +29,7 @@ struct Reply {
   enum class Type : std::uint8_t { kNil, kStatus, kError, kInteger, kString, kArray };
   Type type = Type::kNil;
   std::int64_t integer = 0;
-  std::string str;  // kStatus, kError, kString
+  std::string str;              // kStatus, kError, kString
   std::vector<Reply> elements;  // kArray
 
   bool is_error() const noexcept { return type == Type::kError; }
@@ -38,7 +39,7 @@ struct Reply {
 struct Endpoint {
   std::string host = "127.0.0.1";
   int port = 6379;
-  std::string unix_path;  // when set, host and port are ignored
+  std::string unix_path;          // when set, host and port are ignored
   std::string to_string() const;  // "host:port" or "unix:/path"
 };
 
@@ -66,6 +67,13 @@ struct CommandResult {
   Reply reply;
 };
 
+// ClientStats counts the client's traffic since it was created.
+struct ClientStats {
+  std::uint64_t commands = 0;  // commands written (connection handshakes not counted)
+  std::uint64_t batches = 0;   // writes that carried them; commands / batches is the pipelining
+  std::uint64_t connects = 0;  // connections established (first connects and reconnects)
+};
+
 class Client {
  public:
   explicit Client(ClientOptions options);
@@ -84,6 +92,8 @@ class Client {
   // connected() tells whether at least one connection is up now.
   bool connected() const noexcept;
   const ClientOptions& options() const noexcept;
+  // stats() reads the counters. Thread-safe.
+  ClientStats stats() const noexcept;
 
  private:
   struct Impl;

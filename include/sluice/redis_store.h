@@ -1,0 +1,71 @@
+// sluice/redis_store.h — the shared store: every sluice instance decides on the same state.
+//
+// Each algorithm runs as one Lua script in Redis (src/storage/redis/script.cc), in one round trip
+// per decision, on one hash per limit; the verdicts are identical to the memory store's (the
+// same conformance suite runs against both). Keys are `prefix{tag}key`, the tag a hash of the
+// key, so they spread over a Redis Cluster's slots; every key expires once its state is full
+// again, so idle keys cost nothing.
+//
+// Example:
+//
+//   sluice::RedisStoreOptions options;
+//   options.host = "10.0.0.5";
+//   auto store = std::make_unique<sluice::RedisStore>(options);
+//   sluice::Limiter limiter(rules, *store, sluice::SystemClock::instance());
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "sluice/store.h"
+
+namespace sluice {
+
+struct RedisStoreOptions {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  std::string unix_path;  // a unix socket instead of host:port when set
+  std::string username;   // AUTH username password (ACL) when set
+  std::string password;   // AUTH password when set
+  int database = 0;
+  std::size_t connections = 2;
+  std::chrono::milliseconds connect_timeout{1000};
+  std::chrono::milliseconds command_timeout{250};
+  // Prepended to every key.
+  std::string prefix = "sluice:";
+  // Decide with Redis's clock (TIME) instead of the caller's: instances whose clocks disagree
+  // then agree, at the cost of deterministic (manual-clock) decisions. docs/storage.md.
+  bool redis_time = false;
+  // Keys live this much longer than their state needs, so a caller whose clock is behind
+  // Redis's does not see its state expire early.
+  std::chrono::milliseconds expiry_grace{1000};
+  // After a timeout or a lost connection, decisions stop waiting on Redis (they fail at once,
+  // and each limit's failure_mode decides) for this long, doubling up to the max while probes
+  // keep failing.
+  std::chrono::milliseconds breaker_min_open{100};
+  std::chrono::milliseconds breaker_max_open{5000};
+};
+
+// RedisStore decides in one Redis server (Redis Cluster: see ClusterStore). Thread-safe: many
+// threads' decisions are pipelined on a few connections.
+class RedisStore final : public Store {
+ public:
+  explicit RedisStore(RedisStoreOptions options);
+  ~RedisStore() override;
+  RedisStore(const RedisStore&) = delete;
+  RedisStore& operator=(const RedisStore&) = delete;
+
+  StoreStatus apply(std::span<const Hit> hits, Micros now,
+                    std::span<Verdict> out) noexcept override;
+  std::string name() const override;
+  // circuit_open() tells whether decisions are currently failing fast.
+  bool circuit_open() const noexcept;
+
+ private:
+  StoreStatus decide(std::span<const Hit> hits, Micros now, std::span<Verdict> out) noexcept;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sluice

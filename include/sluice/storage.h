@@ -1,0 +1,39 @@
+// sluice/storage.h — opening a store from a URL, as users of Python's `limits` know them.
+//
+//   memory://[?max_keys=N]
+//   redis://[user:password@]host[:port][/db][?option=value&...]
+//   redis+unix:///path/to/redis.sock[?db=N&option=value&...]
+//
+// Redis options: prefix (key prefix, default "sluice:"), connections (default 2), timeout_ms
+// (command timeout, default 250), connect_timeout_ms (default 1000), time=redis (decide with
+// Redis's clock), grace_ms (expiry grace, default 1000). User and password may be
+// percent-encoded.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "sluice/memory_store.h"
+#include "sluice/redis_store.h"
+#include "sluice/store.h"
+
+namespace sluice {
+
+// StorageConfig is a parsed storage URL.
+struct StorageConfig {
+  enum class Kind { kMemory, kRedis };
+  Kind kind = Kind::kMemory;
+  MemoryStoreOptions memory;
+  RedisStoreOptions redis;
+};
+
+// parse_storage_url() parses a URL; on error returns false and sets `error` to a message that
+// names the part that is wrong. Never throws.
+bool parse_storage_url(std::string_view url, StorageConfig& config, std::string& error);
+
+// open_store() parses the URL and creates the store (connections are made lazily: a Redis that
+// is down now is retried on use). Returns nullptr and sets `error` on a bad URL.
+std::unique_ptr<Store> open_store(std::string_view url, std::string& error);
+
+}  // namespace sluice

@@ -1,0 +1,253 @@
+#include <charconv>
+#include <optional>
+
+#include "sluice/storage.h"
+
+namespace sluice {
+
+namespace {
+
+std::optional<long long> to_int(std::string_view s, long long lo, long long hi) {
+  long long v = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || v < lo || v > hi) return std::nullopt;
+  return v;
+}
+
+std::optional<std::string> percent_decode(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    if (i + 2 >= s.size()) return std::nullopt;
+    unsigned value = 0;
+    const auto [end, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, value, 16);
+    if (ec != std::errc() || end != s.data() + i + 3) return std::nullopt;
+    out += static_cast<char>(value);
+    i += 2;
+  }
+  return out;
+}
+
+// Applies one `key=value` query option to a Redis config.
+bool redis_option(std::string_view key, std::string_view value, RedisStoreOptions& o,
+                  std::string& error) {
+  auto number = [&](long long lo, long long hi) -> std::optional<long long> {
+    auto v = to_int(value, lo, hi);
+    if (!v) {
+      error = "storage URL: " + std::string(key) + " must be an integer from " +
+              std::to_string(lo) + " to " + std::to_string(hi) + ", got '" + std::string(value) +
+              "'";
+    }
+    return v;
+  };
+  if (key == "prefix") {
+    o.prefix = std::string(value);
+  } else if (key == "connections") {
+    auto v = number(1, 64);
+    if (!v) return false;
+    o.connections = static_cast<std::size_t>(*v);
+  } else if (key == "timeout_ms") {
+    auto v = number(1, 600'000);
+    if (!v) return false;
+    o.command_timeout = std::chrono::milliseconds(*v);
+  } else if (key == "connect_timeout_ms") {
+    auto v = number(1, 600'000);
+    if (!v) return false;
+    o.connect_timeout = std::chrono::milliseconds(*v);
+  } else if (key == "grace_ms") {
+    auto v = number(0, 86'400'000);
+    if (!v) return false;
+    o.expiry_grace = std::chrono::milliseconds(*v);
+  } else if (key == "db") {
+    auto v = number(0, 1'000'000);
+    if (!v) return false;
+    o.database = static_cast<int>(*v);
+  } else if (key == "time") {
+    if (value != "redis" && value != "caller") {
+      error = "storage URL: time must be 'redis' or 'caller', got '" + std::string(value) + "'";
+      return false;
+    }
+    o.redis_time = value == "redis";
+  } else {
+    error = "storage URL: unknown option '" + std::string(key) +
+            "' (known: prefix, connections, timeout_ms, connect_timeout_ms, grace_ms, db, time)";
+    return false;
+  }
+  return true;
+}
+
+bool parse_query(std::string_view query, RedisStoreOptions& o, std::string& error) {
+  while (!query.empty()) {
+    const std::size_t amp = query.find('&');
+    const std::string_view item = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (item.empty()) continue;
+    const std::size_t eq = item.find('=');
+    if (eq == std::string_view::npos) {
+      error = "storage URL: option '" + std::string(item) + "' needs a value (key=value)";
+      return false;
+    }
+    if (!redis_option(item.substr(0, eq), item.substr(eq + 1), o, error)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool parse_storage_url(std::string_view url, StorageConfig& config, std::string& error) {
+  config = StorageConfig{};
+  const std::size_t scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) {
+    error = "storage URL '" + std::string(url) +
+            "': expected memory://, redis://host:port, redis+unix:///path";
+    return false;
+  }
+  const std::string_view scheme = url.substr(0, scheme_end);
+  std::string_view rest = url.substr(scheme_end + 3);
+  std::string_view query;
+  if (const std::size_t q = rest.find('?'); q != std::string_view::npos) {
+    query = rest.substr(q + 1);
+    rest = rest.substr(0, q);
+  }
+
+  if (scheme == "memory") {
+    config.kind = StorageConfig::Kind::kMemory;
+    if (!rest.empty()) {
+      error = "storage URL: memory:// takes no host or path";
+      return false;
+    }
+    while (!query.empty()) {
+      const std::size_t amp = query.find('&');
+      const std::string_view item = query.substr(0, amp);
+      query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+      if (item.rfind("max_keys=", 0) == 0) {
+        auto v = to_int(item.substr(9), 1, 1'000'000'000);
+        if (!v) {
+          error = "storage URL: max_keys must be an integer from 1 to 1000000000";
+          return false;
+        }
+        config.memory.max_keys = static_cast<std::size_t>(*v);
+      } else if (!item.empty()) {
+        error = "storage URL: unknown memory option '" + std::string(item) + "' (known: max_keys)";
+        return false;
+      }
+    }
+    return true;
+  }
+
+  RedisStoreOptions& o = config.redis;
+  config.kind = StorageConfig::Kind::kRedis;
+  if (scheme == "redis+unix") {
+    if (rest.empty() || rest[0] != '/') {
+      error =
+          "storage URL: redis+unix:// needs an absolute socket path (redis+unix:///run/redis.sock)";
+      return false;
+    }
+    o.unix_path = std::string(rest);
+    return parse_query(query, o, error);
+  }
+  if (scheme == "rediss") {
+    error = "storage URL: rediss:// (TLS) is not supported yet";
+    return false;
+  }
+  if (scheme == "redis+cluster") {
+    error = "storage URL: redis+cluster:// is not supported yet";
+    return false;
+  }
+  if (scheme != "redis") {
+    error = "storage URL: unknown scheme '" + std::string(scheme) +
+            "' (expected memory, redis, redis+unix)";
+    return false;
+  }
+  // [user:password@]host[:port][/db]
+  if (const std::size_t at = rest.rfind('@'); at != std::string_view::npos) {
+    const std::string_view userinfo = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    const std::size_t colon = userinfo.find(':');
+    auto user = percent_decode(userinfo.substr(0, colon));
+    auto pass = colon == std::string_view::npos ? std::optional<std::string>("")
+                                                : percent_decode(userinfo.substr(colon + 1));
+    if (!user || !pass) {
+      error = "storage URL: bad percent-encoding in the user or password";
+      return false;
+    }
+    if (colon == std::string_view::npos) {
+      o.password = *user;  // redis://secret@host: a password alone, as redis-cli reads it
+    } else {
+      o.username = *user;
+      o.password = *pass;
+    }
+  }
+  if (const std::size_t slash = rest.find('/'); slash != std::string_view::npos) {
+    const std::string_view db = rest.substr(slash + 1);
+    rest = rest.substr(0, slash);
+    if (!db.empty()) {
+      auto v = to_int(db, 0, 1'000'000);
+      if (!v) {
+        error = "storage URL: the database must be a number, got '" + std::string(db) + "'";
+        return false;
+      }
+      o.database = static_cast<int>(*v);
+    }
+  }
+  std::string_view host = rest;
+  if (!host.empty() && host[0] == '[') {  // [::1]:6379
+    const std::size_t close = host.find(']');
+    if (close == std::string_view::npos) {
+      error = "storage URL: unclosed '[' in the host";
+      return false;
+    }
+    o.host = std::string(host.substr(1, close - 1));
+    host = host.substr(close + 1);
+    if (!host.empty() && host[0] != ':') {
+      error = "storage URL: expected ':port' after the host";
+      return false;
+    }
+    if (!host.empty()) host = host.substr(1);
+    if (!host.empty()) {
+      auto port = to_int(host, 1, 65535);
+      if (!port) {
+        error = "storage URL: the port must be from 1 to 65535";
+        return false;
+      }
+      o.port = static_cast<int>(*port);
+    }
+  } else {
+    const std::size_t colon = host.rfind(':');
+    if (colon != std::string_view::npos) {
+      auto port = to_int(host.substr(colon + 1), 1, 65535);
+      if (!port) {
+        error = "storage URL: the port must be from 1 to 65535, got '" +
+                std::string(host.substr(colon + 1)) + "'";
+        return false;
+      }
+      o.port = static_cast<int>(*port);
+      host = host.substr(0, colon);
+    }
+    if (host.empty()) {
+      error = "storage URL: redis:// needs a host (redis://host:port)";
+      return false;
+    }
+    o.host = std::string(host);
+  }
+  return parse_query(query, o, error);
+}
+
+std::unique_ptr<Store> open_store(std::string_view url, std::string& error) {
+  StorageConfig config;
+  if (!parse_storage_url(url, config, error)) return nullptr;
+  try {
+    if (config.kind == StorageConfig::Kind::kMemory) {
+      return std::make_unique<MemoryStore>(config.memory);
+    }
+    return std::make_unique<RedisStore>(config.redis);
+  } catch (const std::exception& e) {
+    error = std::string("storage: ") + e.what();
+    return nullptr;
+  }
+}
+
+}  // namespace sluice

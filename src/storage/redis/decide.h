@@ -1,0 +1,46 @@
+// The pieces of a decision through Redis that every Redis-backed store shares: key layout, the
+// script call's arguments, and turning its reply into verdicts.
+#pragma once
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sluice/store.h"
+#include "storage/redis/client.h"
+
+namespace sluice::redis {
+
+// redis_key() lays out a store key in Redis: prefix + "{" + 16 hex digits of the key's hash +
+// "}" + key. The braces make the hash the Redis Cluster hash tag, so keys spread evenly over the
+// slots whatever bytes they hold.
+std::string redis_key(std::string_view prefix, std::string_view key);
+
+// key_slot() returns the Redis Cluster slot of a Redis key: CRC16 (XMODEM) of its hash tag (the
+// text between the first '{' and the next '}', when not empty; else the whole key) mod 16384.
+int key_slot(std::string_view redis_key) noexcept;
+
+// DecideCall holds the argv of one script call.
+struct DecideCall {
+  std::vector<std::string> args;
+
+  // build() fills args for `hits` stored under `keys` (Redis keys, same order): EVALSHA with
+  // `sha`, or EVAL with the script text when `sha` is empty. `now` < 0 asks the script to use
+  // Redis's TIME.
+  void build(std::span<const Hit> hits, std::span<const std::string> keys, Micros now,
+             std::int64_t grace_ms, std::string_view sha);
+  // views() returns the args as string_views for Client::command().
+  std::vector<std::string_view> views() const;
+};
+
+// read_decide_reply() derives each hit's verdict from the script's reply: the states before the
+// request and whether it committed, stepped with the same algorithms as the memory store.
+StoreStatus read_decide_reply(const Reply& reply, std::span<const Hit> hits,
+                              std::span<Verdict> out);
+
+// is_noscript() tells whether a reply says the script is not cached (after SCRIPT FLUSH or a
+// restart).
+bool is_noscript(const Reply& reply) noexcept;
+
+}  // namespace sluice::redis

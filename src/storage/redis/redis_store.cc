@@ -1,0 +1,120 @@
+#include "sluice/redis_store.h"
+
+#include <mutex>
+
+#include "storage/redis/breaker.h"
+#include "storage/redis/client.h"
+#include "storage/redis/decide.h"
+#include "storage/redis/script.h"
+
+namespace sluice {
+
+namespace {
+
+redis::ClientOptions client_options(const RedisStoreOptions& o) {
+  redis::ClientOptions c;
+  c.endpoint.host = o.host;
+  c.endpoint.port = o.port;
+  c.endpoint.unix_path = o.unix_path;
+  c.username = o.username;
+  c.password = o.password;
+  c.database = o.database;
+  c.connections = o.connections;
+  c.connect_timeout = o.connect_timeout;
+  c.command_timeout = o.command_timeout;
+  return c;
+}
+
+}  // namespace
+
+struct RedisStore::Impl {
+  explicit Impl(RedisStoreOptions o)
+      : options(std::move(o)),
+        client(client_options(options)),
+        breaker(options.breaker_min_open, options.breaker_max_open) {}
+
+  // The script's SHA1, learnt from SCRIPT LOAD; empty until then (calls then use EVAL, which
+  // caches the script as well).
+  std::string sha() {
+    std::lock_guard lock(mu);
+    return sha_;
+  }
+  void load_script() {
+    redis::CommandResult r = client.command({"SCRIPT", "LOAD", redis::kDecideScript});
+    if (r.status.ok() && r.reply.type == redis::Reply::Type::kString) {
+      std::lock_guard lock(mu);
+      sha_ = r.reply.str;
+    }
+  }
+
+  RedisStoreOptions options;
+  redis::Client client;
+  redis::CircuitBreaker breaker;
+  std::mutex mu;
+  std::string sha_;
+};
+
+RedisStore::RedisStore(RedisStoreOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+RedisStore::~RedisStore() = default;
+
+std::string RedisStore::name() const {
+  const RedisStoreOptions& o = impl_->options;
+  if (!o.unix_path.empty()) return "redis+unix://" + o.unix_path;
+  return "redis://" + o.host + ":" + std::to_string(o.port) + "/" + std::to_string(o.database);
+}
+
+bool RedisStore::circuit_open() const noexcept {
+  return impl_->breaker.is_open();
+}
+
+StoreStatus RedisStore::apply(std::span<const Hit> hits, Micros now,
+                              std::span<Verdict> out) noexcept {
+  if (hits.empty()) return {};
+  if (!impl_->breaker.allow()) {
+    return StoreStatus{StoreStatus::Code::kUnavailable,
+                       "redis: not answering; circuit open until a probe succeeds"};
+  }
+  StoreStatus status = decide(hits, now, out);
+  if (status.code == StoreStatus::Code::kTimeout ||
+      status.code == StoreStatus::Code::kUnavailable) {
+    impl_->breaker.on_failure();
+  } else {
+    impl_->breaker.on_success();
+  }
+  return status;
+}
+
+StoreStatus RedisStore::decide(std::span<const Hit> hits, Micros now,
+                               std::span<Verdict> out) noexcept {
+  try {
+    std::vector<std::string> keys;
+    keys.reserve(hits.size());
+    for (const Hit& h : hits)
+      keys.push_back(redis::redis_key(impl_->options.prefix, h.key));
+    const Micros when = impl_->options.redis_time ? -1 : now;
+    const std::int64_t grace = impl_->options.expiry_grace.count();
+
+    std::string sha = impl_->sha();
+    if (sha.empty()) {
+      impl_->load_script();
+      sha = impl_->sha();
+    }
+    redis::DecideCall call;
+    call.build(hits, keys, when, grace, sha);
+    redis::CommandResult r = impl_->client.command(call.views());
+    if (r.status.ok() && redis::is_noscript(r.reply)) {
+      // The script cache was flushed (SCRIPT FLUSH, a restart): EVAL caches it again.
+      call.build(hits, keys, when, grace, "");
+      r = impl_->client.command(call.views());
+      impl_->load_script();
+    }
+    if (!r.status.ok()) return r.status;
+    return redis::read_decide_reply(r.reply, hits, out);
+  } catch (const std::exception& e) {
+    return StoreStatus{StoreStatus::Code::kUnavailable, std::string("redis: ") + e.what()};
+  }
+}
+
+}  // namespace sluice

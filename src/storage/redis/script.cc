@@ -1,0 +1,216 @@
+#include "storage/redis/script.h"
+
+namespace sluice::redis {
+
+const std::string_view kDecideScript = R"lua(
+-- sluice: decide a request's hits atomically (see src/storage/redis/script.h).
+
+-- Exact non-negative integers as little-endian arrays of base-2^21 limbs. Limb products stay
+-- below 2^42 and every intermediate below 2^53, so doubles hold them exactly.
+local B = 2097152
+local function big(x)
+  local r, i = {}, 1
+  repeat
+    local d = x % B
+    r[i] = d
+    i = i + 1
+    x = (x - d) / B
+  until x == 0
+  return r
+end
+local function badd(a, b)
+  local r, carry = {}, 0
+  for i = 1, math.max(#a, #b) do
+    local s = (a[i] or 0) + (b[i] or 0) + carry
+    if s >= B then carry = 1; s = s - B else carry = 0 end
+    r[i] = s
+  end
+  if carry > 0 then r[#r + 1] = carry end
+  return r
+end
+local function bmul(a, b)
+  local r = {}
+  for i = 1, #a + #b do r[i] = 0 end
+  for i = 1, #a do
+    local carry, ai = 0, a[i]
+    for j = 1, #b do
+      local t = r[i + j - 1] + ai * b[j] + carry
+      carry = math.floor(t / B)
+      r[i + j - 1] = t - carry * B
+    end
+    local k = i + #b
+    while carry > 0 do
+      local t = r[k] + carry
+      carry = math.floor(t / B)
+      r[k] = t - carry * B
+      k = k + 1
+    end
+  end
+  return r
+end
+local function bcmp(a, b)
+  for i = math.max(#a, #b), 1, -1 do
+    local x, y = a[i] or 0, b[i] or 0
+    if x ~= y then return x < y and -1 or 1 end
+  end
+  return 0
+end
+-- a / d and a % d for 0 < d < 2^32: the quotient as a number (callers know it is < 2^53).
+local function bdivsmall(a, d)
+  local q, r = 0, 0
+  for i = #a, 1, -1 do
+    local cur = r * B + a[i]
+    local qi = math.floor(cur / d)
+    r = cur - qi * d
+    if r < 0 then qi = qi - 1; r = r + d elseif r >= d then qi = qi + 1; r = r - d end
+    q = q * B + qi
+  end
+  return q, r
+end
+-- floor(a / b) for |a|, |b| < 2^52, b > 0, exact.
+local function fdiv(a, b)
+  local q = math.floor(a / b)
+  local r = a - q * b
+  if r < 0 then q = q - 1 elseif r >= b then q = q + 1 end
+  return q
+end
+local function int(x) return string.format('%d', x) end
+
+local now = tonumber(ARGV[1])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local grace = tonumber(ARGV[2])
+
+local hits, reply, all = {}, {now, 0}, true
+for i = 1, #KEYS do
+  local at = 2 + (i - 1) * 6
+  local h = {
+    key = KEYS[i], alg = tonumber(ARGV[at + 1]), n = tonumber(ARGV[at + 2]),
+    w = tonumber(ARGV[at + 3]), burst = tonumber(ARGV[at + 4]), cost = tonumber(ARGV[at + 5]),
+    enforce = ARGV[at + 6] == '1',
+  }
+  local s = redis.call('HMGET', h.key, 'l', 'a', 'b', 'e')
+  local last = tonumber(s[1])
+  local pre = {}
+  local t = now
+  if last then
+    pre[1] = last
+    if last > t then t = last end  -- no time passes when the clock steps back
+  end
+  h.t = t
+  local n, w, cost = h.n, h.w, h.cost
+  if n == 0 then
+    h.ok = cost == 0
+  elseif h.alg == 0 then
+    -- fixed window: count of window floor(t / W)
+    local count = 0
+    if last then
+      local c = tonumber(s[2])
+      pre[2] = c
+      if fdiv(last, w) == fdiv(t, w) then count = c end
+    end
+    h.ok = cost <= n and count <= n - cost
+    h.k = fdiv(t, w)
+    h.a = count + cost
+  elseif h.alg == 2 then
+    -- sliding window counter: prev * (W - e) + (cur + cost) * W <= n * W
+    local k = fdiv(t, w)
+    local e = t - k * w
+    local prev, cur = 0, 0
+    if last then
+      local p, c = tonumber(s[2]), tonumber(s[3])
+      pre[2], pre[3] = p, c
+      local ks = fdiv(last, w)
+      if ks == k then prev, cur = p, c elseif ks == k - 1 then prev = c end
+    end
+    if cost > n or cur > n - cost then
+      h.ok = false
+    elseif prev == 0 then
+      h.ok = true
+    else
+      h.ok = bcmp(bmul(big(prev), big(w - e)), bmul(big(n - cur - cost), big(w))) <= 0
+    end
+    h.k, h.a, h.b = k, prev, cur + cost
+  elseif h.alg == 3 then
+    -- token bucket (GCRA): F = tat + frac / n; allow iff D + cost * W <= b * W,
+    -- D = (max(F, t) - t) * n.
+    local b = h.burst > 0 and h.burst or n
+    local tat, frac = t, 0
+    if last then
+      local ta, fr = tonumber(s[2]), tonumber(s[3])
+      pre[2], pre[3] = ta, fr
+      if fr > n - 1 then fr = n - 1 end
+      if ta > t or (ta == t and fr > 0) then tat, frac = ta, fr end
+    end
+    if cost > b then
+      h.ok = false
+    else
+      local debt = badd(bmul(big(tat - t), big(n)), big(frac))
+      h.ok = bcmp(debt, bmul(big(b - cost), big(w))) <= 0
+    end
+    if h.ok and cost > 0 then
+      local q, r = bdivsmall(badd(big(frac), bmul(big(cost), big(w))), n)
+      h.a, h.b = tat + q, r
+    end
+  else
+    -- sliding window log: the sum of accepted costs in (t - W, t]
+    local entries = {}
+    if last and s[4] then entries = cmsgpack.unpack(s[4]) end
+    local horizon, sum, live = t - w, 0, {}
+    for j = 1, #entries, 2 do
+      if entries[j] > horizon then
+        live[#live + 1] = entries[j]
+        live[#live + 1] = entries[j + 1]
+        pre[#pre + 1] = entries[j]
+        pre[#pre + 1] = entries[j + 1]
+        sum = sum + entries[j + 1]
+      end
+    end
+    h.ok = cost <= n and sum <= n - cost
+    h.live = live
+  end
+  if h.enforce and not h.ok then all = false end
+  hits[i] = h
+  reply[i + 2] = pre
+end
+
+if all then
+  reply[2] = 1
+  for i = 1, #hits do
+    local h = hits[i]
+    if h.ok and h.cost > 0 and h.n > 0 then
+      local full_at
+      if h.alg == 0 then
+        redis.call('HSET', h.key, 'l', int(h.t), 'a', int(h.a))
+        full_at = (h.k + 1) * h.w
+      elseif h.alg == 2 then
+        redis.call('HSET', h.key, 'l', int(h.t), 'a', int(h.a), 'b', int(h.b))
+        full_at = (h.k + 2) * h.w
+      elseif h.alg == 3 then
+        redis.call('HSET', h.key, 'l', int(h.t), 'a', int(h.a), 'b', int(h.b))
+        full_at = h.a
+        if h.b > 0 then full_at = full_at + 1 end
+      else
+        local live = h.live
+        if #live > 0 and live[#live - 1] == h.t then
+          live[#live] = live[#live] + h.cost
+        else
+          live[#live + 1] = h.t
+          live[#live + 1] = h.cost
+        end
+        redis.call('HSET', h.key, 'l', int(h.t), 'e', cmsgpack.pack(live))
+        full_at = h.t + h.w
+      end
+      -- Forget the key once its state is full again (plus a grace for clock skew).
+      local ttl = math.ceil((full_at - h.t) / 1000) + grace
+      if ttl < 1 then ttl = 1 end
+      redis.call('PEXPIRE', h.key, int(ttl))
+    end
+  end
+end
+return reply
+)lua";
+
+}  // namespace sluice::redis

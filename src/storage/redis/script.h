@@ -1,0 +1,25 @@
+// The Lua script that runs sluice's algorithms inside Redis (docs/algorithms.md).
+#pragma once
+
+#include <string_view>
+
+namespace sluice::redis {
+
+// kDecideScript decides a request's hits atomically.
+//
+// KEYS: one hash per hit.
+// ARGV: now (microseconds since the epoch; negative: use Redis's TIME), the expiry grace in
+//       milliseconds, then six per hit: algorithm (0 fixed window, 1 sliding log, 2 sliding
+//       counter, 3 token bucket), n, W (microseconds), burst, cost, enforce (1 or 0).
+// Reply: {now, committed (1/0), state_1, ..., state_k}, each state the hit's state *before*
+//       the request, as integers: {} for a fresh key; {last, count} (fixed window);
+//       {last, previous, current} (sliding counter); {last, tat, tat_frac} (token bucket);
+//       {last, t1, c1, t2, c2, ...} (sliding log, live entries oldest first).
+//
+// The script decides whether each hit is allowed and writes the new states; the caller derives
+// every reported figure from the returned state with the same step functions the memory store
+// runs, so both stores report identical verdicts. Lua numbers are doubles, so the products that
+// exceed 2^53 (n * W, cost * W, debt * n) use exact base-2^21 limb arithmetic.
+extern const std::string_view kDecideScript;
+
+}  // namespace sluice::redis
