@@ -1,0 +1,52 @@
+// sluice/redis_cluster_store.h — the shared store on a Redis Cluster.
+//
+// The same Lua script and key layout as RedisStore (verdicts identical to the memory store's),
+// routed by slot: the store learns the slot map from CLUSTER SLOTS, sends each decision to the
+// master owning its keys' slot, follows MOVED (refreshing the map) and ASK (ASKING, once), and so
+// survives slot migrations and failovers without a restart.
+//
+// A request whose limits hash to different slots cannot be one atomic script: docs/storage.md
+// says what the store does then.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sluice/redis_store.h"
+#include "sluice/store.h"
+
+namespace sluice {
+
+struct RedisClusterStoreOptions {
+  // Seed nodes, "host:port"; any reachable one yields the slot map.
+  std::vector<std::string> seeds;
+  // Connection, timeout, prefix, time and expiry options, as for one server (host, port,
+  // unix_path and database are ignored).
+  RedisStoreOptions node;
+  // The most redirections (MOVED/ASK) one decision follows before giving up.
+  int max_redirects = 5;
+};
+
+// RedisClusterStore is thread-safe.
+class RedisClusterStore final : public Store {
+ public:
+  explicit RedisClusterStore(RedisClusterStoreOptions options);
+  ~RedisClusterStore() override;
+  RedisClusterStore(const RedisClusterStore&) = delete;
+  RedisClusterStore& operator=(const RedisClusterStore&) = delete;
+
+  StoreStatus apply(std::span<const Hit> hits, Micros now,
+                    std::span<Verdict> out) noexcept override;
+  std::string name() const override;
+
+  // refreshes() counts slot-map refreshes (after MOVED, or a node going away).
+  std::uint64_t refreshes() const noexcept;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sluice
