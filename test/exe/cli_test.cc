@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "support/redis_harness.h"
+
 extern char** environ;
 
 namespace {
@@ -459,3 +461,38 @@ TEST_F(CliTest, Demo) {
 }
 
 }  // namespace
+
+namespace sluice {
+namespace {
+
+// The same trace replays to the same output through the memory store and through a real Redis.
+TEST_F(CliTest, ReplayIsIdenticalOnMemoryAndRedis) {
+  testing::RedisServer redis;
+  const std::string config = SLUICE_EXAMPLES;
+  const std::string trace = std::string(SLUICE_EXAMPLES) + "/trace.jsonl";
+  for (const char* format : {"--json", ""}) {
+    std::vector<std::string> args{"replay", "--config", config, "--trace", trace};
+    if (*format != '\0') args.emplace_back(format);
+    std::vector<std::string> on_memory = args, on_redis = args;
+    on_memory.insert(on_memory.end(), {"--storage", "memory://"});
+    on_redis.insert(on_redis.end(),
+                    {"--storage", "redis://127.0.0.1:" + std::to_string(redis.port()) +
+                                      "?prefix=replay" + std::string(format) + ":"});
+    const Result memory = run(on_memory);
+    const Result shared = run(on_redis);
+    ASSERT_EQ(memory.code, 0) << memory.err;
+    ASSERT_EQ(shared.code, 0) << shared.err;
+    EXPECT_GT(lines_of(memory.out).size(), 10u);
+    EXPECT_EQ(shared.out, memory.out);
+  }
+}
+
+TEST_F(CliTest, BadStorageUrlIsAClearError) {
+  const Result r = run({"check", "--config", SLUICE_EXAMPLES, "--domain", "demo", "--descriptor",
+                        "algorithm=token_bucket", "--storage", "redis://host:notaport"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("port"));
+}
+
+}  // namespace
+}  // namespace sluice

@@ -548,8 +548,7 @@ Reply redis_call_unix(const std::string& path, const std::vector<std::string>& a
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) throw std::runtime_error("redis " + path + ": " + errno_text("socket"));
   Connection conn(fd, deadline, path);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 && errno != EINPROGRESS &&
-      errno != EAGAIN) {
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 && errno != EINPROGRESS) {
     throw std::runtime_error("redis " + path + ": " + errno_text("connect"));
   }
   return exchange(conn, argv, password);

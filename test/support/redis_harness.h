@@ -54,13 +54,16 @@ Reply redis_call_unix(const std::string& path, const std::vector<std::string>& a
                       std::chrono::milliseconds timeout = kDefaultCommandTimeout,
                       const std::string& password = "");
 
+// Not thread-safe, except call() and command(), which each use a connection of their own.
 class RedisServer {
  public:
   struct Options {
-    std::vector<std::string>
-        extra_args;            // appended to the command line, e.g. {"--maxmemory", "1mb"}
-    bool unix_socket = false;  // also listen on dir()/redis.sock (TCP stays on)
-    std::string password;      // --requirepass; command() authenticates with it
+    // Appended to the command line, e.g. {"--maxmemory", "1mb"}.
+    std::vector<std::string> extra_args;
+    // Also listen on dir()/redis.sock (TCP stays on).
+    bool unix_socket = false;
+    // --requirepass; call() and command() authenticate with it.
+    std::string password;
   };
 
   // Starts the server and waits (<= 10 s) until it answers PING; throws std::runtime_error with
@@ -101,7 +104,6 @@ class RedisServer {
  private:
   void start();  // on port_ (picked if 0); throws on failure
   void start_once();
-  void reap(bool block);
 
   Options options_;
   std::string host_ = "127.0.0.1";

@@ -12,12 +12,6 @@
 //   connection's failure) arrives. Calls are reused per thread, so the hot path allocates only
 //   the formatted command.
 
-// GCC 12's -Wtsan flags the atomic_thread_fence in Asio's fenced_block (handler invocation) when
-// building with -fsanitize=thread; the fence is redundant with the scheduler's mutex, which TSan
-// does see. Silenced here, before any header, since the fence sits in <atomic>'s inline code.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
-#endif
-
 #include "storage/redis/client.h"
 
 #include <hiredis/hiredis.h>

@@ -1,0 +1,214 @@
+// The Redis store against a real redis-server: faults (killed, paused, script cache flushed),
+// failure modes through the Limiter, and threads on one key.
+#include "sluice/redis_store.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "sluice/limiter.h"
+#include "support/redis_harness.h"
+
+namespace sluice {
+namespace {
+
+using std::chrono::milliseconds;
+using Steady = std::chrono::steady_clock;
+constexpr Micros kT0 = seconds_to_micros(1'700'000'000);
+
+// A rule per failure mode: 5 per minute on a key-only descriptor.
+std::shared_ptr<const RuleSet> Rules() {
+  RuleSource src;
+  DomainRules d;
+  d.domain = "faults";
+  for (auto [key, mode] :
+       {std::pair{"open", FailureMode::kAllow}, std::pair{"closed", FailureMode::kDeny}}) {
+    DescriptorRule r;
+    r.key = key;
+    LimitDef def = LimitDef::per_unit(5, Unit::kMinute, Algorithm::kTokenBucket);
+    def.failure_mode = mode;
+    r.limits.push_back(def);
+    d.descriptors.push_back(r);
+  }
+  src.domains.push_back(d);
+  return RuleSet::compile(std::move(src));
+}
+
+Request Hit(std::string key, std::string value = "u") {
+  return Request{"faults", {Descriptor{{{std::move(key), std::move(value)}}, {}, {}}}, 1};
+}
+
+class RedisFaults : public ::testing::Test {
+ protected:
+  RedisStoreOptions Options() {
+    RedisStoreOptions o;
+    o.port = server_.port();
+    o.command_timeout = milliseconds(200);
+    o.connect_timeout = milliseconds(200);
+    o.breaker_min_open = milliseconds(50);
+    o.breaker_max_open = milliseconds(200);
+    return o;
+  }
+  // Decides until a decision comes from the store again; bounded. Returns whether it did.
+  bool RecoversWithin(Limiter& limiter, const Request& r, milliseconds bound) {
+    const auto until = Steady::now() + bound;
+    while (Steady::now() < until) {
+      if (limiter.decide(r).error.empty()) return true;
+      std::this_thread::sleep_for(milliseconds(20));  // waiting for a reconnect, not a window
+    }
+    return false;
+  }
+
+  testing::RedisServer server_;
+  ManualClock clock_{kT0};
+};
+
+TEST_F(RedisFaults, KilledAndRestartedRedisFollowsFailureModesThenRecovers) {
+  RedisStore store(Options());
+  Limiter limiter(Rules(), store, clock_);
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(limiter.decide(Hit("open")).allowed);
+  ASSERT_TRUE(limiter.decide(Hit("closed")).error.empty());
+
+  server_.kill();
+  for (int i = 0; i < 20; ++i) {
+    const auto start = Steady::now();
+    Decision open = limiter.decide(Hit("open"));
+    Decision closed = limiter.decide(Hit("closed"));
+    EXPECT_LT(Steady::now() - start, milliseconds(1000)) << "a dead Redis never slows decisions";
+    EXPECT_TRUE(open.allowed) << "failure_mode allow";
+    EXPECT_FALSE(closed.allowed) << "failure_mode deny";
+    ASSERT_EQ(open.statuses.size(), 1u);
+    EXPECT_TRUE(open.statuses[0].without_store);
+    EXPECT_FALSE(open.error.empty());
+  }
+  EXPECT_GE(limiter.store_failures(), 40u);
+
+  server_.restart();  // no persistence: the state is gone with the process
+  ASSERT_TRUE(RecoversWithin(limiter, Hit("open", "fresh"), milliseconds(5000)));
+  Decision d = limiter.decide(Hit("open", "fresh"));
+  EXPECT_TRUE(d.error.empty());
+  EXPECT_EQ(d.remaining, 3u);  // two consumed since recovery
+}
+
+TEST_F(RedisFaults, PausedRedisTimesOutThenTheBreakerFailsFast) {
+  RedisStore store(Options());
+  Limiter limiter(Rules(), store, clock_);
+  ASSERT_TRUE(limiter.decide(Hit("open")).error.empty());
+
+  server_.pause();
+  int slow = 0;
+  const auto start = Steady::now();
+  for (int i = 0; i < 50; ++i) {
+    const auto t = Steady::now();
+    Decision d = limiter.decide(Hit("open"));
+    EXPECT_TRUE(d.allowed);
+    EXPECT_FALSE(d.error.empty());
+    const auto took = Steady::now() - t;
+    EXPECT_LT(took, milliseconds(600)) << "no decision waits past the timeout";
+    if (took > milliseconds(100)) ++slow;
+  }
+  // Only the first call (and the breaker's occasional probe) waits for the timeout.
+  EXPECT_LE(slow, 3);
+  EXPECT_LT(Steady::now() - start, milliseconds(2500));
+  EXPECT_TRUE(store.circuit_open());
+
+  server_.resume();
+  ASSERT_TRUE(RecoversWithin(limiter, Hit("open"), milliseconds(5000)));
+  EXPECT_FALSE(store.circuit_open());
+}
+
+TEST_F(RedisFaults, ScriptFlushMidRunIsInvisible) {
+  RedisStore store(Options());
+  Limiter limiter(Rules(), store, clock_);
+  int allowed = 0;
+  for (int i = 0; i < 10; ++i) {
+    if (i == 2 || i == 6) server_.command({"SCRIPT", "FLUSH"});
+    Decision d = limiter.decide(Hit("closed", "flush"));
+    EXPECT_TRUE(d.error.empty()) << d.error;
+    allowed += d.allowed;
+  }
+  EXPECT_EQ(allowed, 5);
+}
+
+TEST_F(RedisFaults, KeysExpireOnceFullAgain) {
+  RedisStore store(Options());
+  Limiter limiter(Rules(), store, SystemClock::instance());
+  ASSERT_TRUE(limiter.decide(Hit("open", "ttl")).allowed);
+  // One token of 5 per minute refills in 12 s; the key lives that long plus the 1 s grace.
+  const std::string keys = server_.command({"KEYS", "sluice:*"});
+  ASSERT_FALSE(keys.empty());
+  const long long ttl = std::stoll(server_.command({"PTTL", keys}));
+  EXPECT_GT(ttl, 11'000);
+  EXPECT_LE(ttl, 13'000);
+}
+
+TEST_F(RedisFaults, RedisTimeModeDecidesOnTheServersClock) {
+  RedisStoreOptions o = Options();
+  o.redis_time = true;
+  RedisStore store(o);
+  ManualClock far_away(seconds_to_micros(10));  // ignored: Redis's TIME decides
+  Limiter limiter(Rules(), store, far_away);
+  int allowed = 0;
+  for (int i = 0; i < 8; ++i)
+    allowed += limiter.decide(Hit("closed", "time")).allowed;
+  EXPECT_EQ(allowed, 5);
+}
+
+TEST(RedisStore, ThreadsOnOneKeyNeverAdmitMoreThanTheContract) {
+  testing::RedisServer server;
+  for (Algorithm a : {Algorithm::kFixedWindow, Algorithm::kSlidingWindowLog,
+                      Algorithm::kSlidingWindowCounter, Algorithm::kTokenBucket}) {
+    RedisStoreOptions o;
+    o.port = server.port();
+    o.command_timeout = milliseconds(5000);
+    o.prefix = std::string("threads:") + std::string(algorithm_name(a)) + ":";
+    RedisStore store(o);
+    const LimitSpec spec{a, 200, 60'000'000, 0};
+    std::atomic<int> admitted{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 6; ++t) {
+      threads.emplace_back([&] {
+        for (int i = 0; i < 100; ++i) {
+          ::sluice::Hit hit{"hot", &spec, 1, true};
+          Verdict v;
+          StoreStatus st = store.apply(std::span<const ::sluice::Hit>(&hit, 1), kT0 + i,
+                                       std::span<Verdict>(&v, 1));
+          if (st.ok() && v.allowed) admitted.fetch_add(1);
+        }
+      });
+    }
+    for (auto& th : threads)
+      th.join();
+    EXPECT_EQ(admitted.load(), 200) << algorithm_name(a);
+  }
+}
+
+TEST(RedisStore, AuthUnixSocketAndDatabase) {
+  testing::RedisServer server({.extra_args = {}, .unix_socket = true, .password = "s3cret"});
+  RedisStoreOptions o;
+  o.unix_path = server.unix_path();
+  o.password = "s3cret";
+  o.database = 2;
+  RedisStore store(o);
+  const LimitSpec spec{Algorithm::kFixedWindow, 1, 1'000'000, 0};
+  ::sluice::Hit hit{"k", &spec, 1, true};
+  Verdict v;
+  ASSERT_TRUE(
+      store.apply(std::span<const ::sluice::Hit>(&hit, 1), kT0, std::span<Verdict>(&v, 1)).ok());
+  EXPECT_TRUE(v.allowed);
+  EXPECT_EQ(server.command({"SELECT", "2"}), "OK");
+  EXPECT_EQ(store.name(), "redis+unix://" + server.unix_path());
+
+  RedisStoreOptions wrong = o;
+  wrong.password = "nope";
+  RedisStore refused(wrong);
+  StoreStatus st =
+      refused.apply(std::span<const ::sluice::Hit>(&hit, 1), kT0, std::span<Verdict>(&v, 1));
+  EXPECT_FALSE(st.ok());
+}
+
+}  // namespace
+}  // namespace sluice
