@@ -415,6 +415,28 @@ int pick_port() {
                            std::to_string(kMinPort) + ", " + std::to_string(kMaxPort) + "]");
 }
 
+// Temp dirs left behind by test processes that died without running destructors (SIGKILL, e.g. a
+// ctest timeout; their servers died with them, by PDEATHSIG): removed once per process. Only dirs
+// whose owner file names a process that no longer exists are touched.
+constexpr const char* kTempPrefix = "sluice-redis-";
+constexpr const char* kOwnerFile = "harness.pid";
+
+void sweep_stale_dirs() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/tmp", ec)) {
+      if (entry.path().filename().string().rfind(kTempPrefix, 0) != 0) continue;
+      std::ifstream in(entry.path() / kOwnerFile);
+      long owner = 0;
+      if (!(in >> owner) || owner <= 0) continue;
+      if (::kill(static_cast<pid_t>(owner), 0) == 0 || errno != ESRCH) continue;
+      std::error_code ignored;
+      std::filesystem::remove_all(entry.path(), ignored);
+    }
+  });
+}
+
 struct PortInUse : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -559,9 +581,11 @@ Reply redis_call_unix(const std::string& path, const std::vector<std::string>& a
 RedisServer::RedisServer() : RedisServer(Options{}) {}
 
 RedisServer::RedisServer(Options options) : options_(std::move(options)) {
-  char tmpl[] = "/tmp/sluice-redis-XXXXXX";
-  if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error(errno_text("mkdtemp"));
+  sweep_stale_dirs();
+  std::string tmpl = std::string("/tmp/") + kTempPrefix + "XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error(errno_text("mkdtemp"));
   dir_ = tmpl;
+  std::ofstream(dir_ + "/" + kOwnerFile) << ::getpid() << "\n";
   if (options_.unix_socket) unix_path_ = dir_ + "/redis.sock";
   try {
     start();
