@@ -6,7 +6,16 @@
 // survives slot migrations and failovers without a restart.
 //
 // A request whose limits hash to different slots cannot be one atomic script: docs/storage.md
-// says what the store does then.
+// says what the store does then. In short: a check on every slot (nothing consumed), then, if
+// every enforced limit passes, a commit per slot. Denials seen by the check are all-or-nothing;
+// a limit that another client fills between check and commit can leave the slots committed
+// before it counted for a request that ends up denied (over-counting, never over-admitting).
+//
+// Example:
+//
+//   sluice::RedisClusterStoreOptions options;
+//   options.seeds = {"10.0.0.5:7000", "10.0.0.6:7000"};
+//   auto store = std::make_unique<sluice::RedisClusterStore>(options);
 #pragma once
 
 #include <chrono>
@@ -25,7 +34,9 @@ struct RedisClusterStoreOptions {
   // Connection, timeout, prefix, time and expiry options, as for one server (host, port,
   // unix_path and database are ignored).
   RedisStoreOptions node;
-  // The most redirections (MOVED/ASK) one decision follows before giving up.
+  // The most redirections (MOVED/ASK) and retries (TRYAGAIN/CLUSTERDOWN, after a short backoff
+  // that never waits past the command timeout) one decision follows before giving up with
+  // kUnavailable.
   int max_redirects = 5;
 };
 
@@ -41,7 +52,8 @@ class RedisClusterStore final : public Store {
                     std::span<Verdict> out) noexcept override;
   std::string name() const override;
 
-  // refreshes() counts slot-map refreshes (after MOVED, or a node going away).
+  // refreshes() counts slot-map loads from CLUSTER SLOTS: the first, then refreshes (after MOVED,
+  // CLUSTERDOWN, or a node going away; at most one per 100 ms).
   std::uint64_t refreshes() const noexcept;
 
  private:

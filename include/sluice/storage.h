@@ -3,11 +3,14 @@
 //   memory://[?max_keys=N]
 //   redis://[user:password@]host[:port][/db][?option=value&...]
 //   redis+unix:///path/to/redis.sock[?db=N&option=value&...]
+//   redis+cluster://[user:password@]host:port[,host:port...][?option=value&...]
 //
-// Redis options: prefix (key prefix, default "sluice:"), connections (default 2), timeout_ms
-// (command timeout, default 250), connect_timeout_ms (default 1000), time=redis (decide with
-// Redis's clock), grace_ms (expiry grace, default 1000). User and password may be
-// percent-encoded.
+// Redis options: prefix (key prefix, default "sluice:"), connections (default 2, per node for a
+// cluster), timeout_ms (command timeout, default 250), connect_timeout_ms (default 1000),
+// time=redis (decide with Redis's clock), grace_ms (expiry grace, default 1000). User and
+// password may be percent-encoded. redis+cluster:// takes seed nodes (any reachable one yields
+// the slot map; the port defaults to 6379), the same options except db (a cluster has only
+// database 0), and max_redirects (MOVED/ASK/TRYAGAIN followed per decision, default 5).
 #pragma once
 
 #include <memory>
@@ -15,6 +18,7 @@
 #include <string_view>
 
 #include "sluice/memory_store.h"
+#include "sluice/redis_cluster_store.h"
 #include "sluice/redis_store.h"
 #include "sluice/store.h"
 
@@ -22,10 +26,12 @@ namespace sluice {
 
 // StorageConfig is a parsed storage URL.
 struct StorageConfig {
-  enum class Kind { kMemory, kRedis };
+  enum class Kind { kMemory, kRedis, kRedisCluster };
   Kind kind = Kind::kMemory;
   MemoryStoreOptions memory;
-  RedisStoreOptions redis;
+  RedisStoreOptions redis;  // kRedis
+  // kRedisCluster: the seeds and max_redirects; cluster.node holds the Redis options.
+  RedisClusterStoreOptions cluster;
 };
 
 // parse_storage_url() parses a URL; on error returns false and sets `error` to a message that

@@ -79,7 +79,10 @@ bool redis_option(std::string_view key, std::string_view value, RedisStoreOption
   return true;
 }
 
-bool parse_query(std::string_view query, RedisStoreOptions& o, std::string& error) {
+// Applies a query string to a Redis config. `cluster`, when set, also takes the cluster-only
+// options (max_redirects) and refuses db.
+bool parse_query(std::string_view query, RedisStoreOptions& o, std::string& error,
+                 RedisClusterStoreOptions* cluster = nullptr) {
   while (!query.empty()) {
     const std::size_t amp = query.find('&');
     const std::string_view item = query.substr(0, amp);
@@ -90,9 +93,130 @@ bool parse_query(std::string_view query, RedisStoreOptions& o, std::string& erro
       error = "storage URL: option '" + std::string(item) + "' needs a value (key=value)";
       return false;
     }
-    if (!redis_option(item.substr(0, eq), item.substr(eq + 1), o, error)) return false;
+    const std::string_view key = item.substr(0, eq);
+    const std::string_view value = item.substr(eq + 1);
+    if (cluster != nullptr && key == "max_redirects") {
+      auto v = to_int(value, 0, 100);
+      if (!v) {
+        error = "storage URL: max_redirects must be an integer from 0 to 100, got '" +
+                std::string(value) + "'";
+        return false;
+      }
+      cluster->max_redirects = static_cast<int>(*v);
+      continue;
+    }
+    if (cluster != nullptr && key == "db") {
+      error = "storage URL: redis+cluster:// takes no db (a Redis Cluster has only database 0)";
+      return false;
+    }
+    if (!redis_option(key, value, o, error)) {
+      if (cluster != nullptr && error.find("unknown option") != std::string::npos) {
+        error = "storage URL: unknown option '" + std::string(key) +
+                "' (known: prefix, connections, timeout_ms, connect_timeout_ms, grace_ms, time, "
+                "max_redirects)";
+      }
+      return false;
+    }
   }
   return true;
+}
+
+// Takes `[user[:password]@]` off the front of `rest` into the config.
+bool parse_userinfo(std::string_view& rest, RedisStoreOptions& o, std::string& error) {
+  const std::size_t at = rest.rfind('@');
+  if (at == std::string_view::npos) return true;
+  const std::string_view userinfo = rest.substr(0, at);
+  rest = rest.substr(at + 1);
+  const std::size_t colon = userinfo.find(':');
+  auto user = percent_decode(userinfo.substr(0, colon));
+  auto pass = colon == std::string_view::npos ? std::optional<std::string>("")
+                                              : percent_decode(userinfo.substr(colon + 1));
+  if (!user || !pass) {
+    error = "storage URL: bad percent-encoding in the user or password";
+    return false;
+  }
+  if (colon == std::string_view::npos) {
+    o.password = *user;  // redis://secret@host: a password alone, as redis-cli reads it
+  } else {
+    o.username = *user;
+    o.password = *pass;
+  }
+  return true;
+}
+
+// Parses `host[:port]` or `[v6]:port`; `port` keeps its value when none is given.
+bool parse_host_port(std::string_view host, std::string& out_host, int& port,
+                     std::string_view scheme, std::string& error) {
+  if (!host.empty() && host[0] == '[') {  // [::1]:6379
+    const std::size_t close = host.find(']');
+    if (close == std::string_view::npos) {
+      error = "storage URL: unclosed '[' in the host";
+      return false;
+    }
+    out_host = std::string(host.substr(1, close - 1));
+    host = host.substr(close + 1);
+    if (!host.empty() && host[0] != ':') {
+      error = "storage URL: expected ':port' after the host";
+      return false;
+    }
+    if (!host.empty()) host = host.substr(1);
+    if (!host.empty()) {
+      auto p = to_int(host, 1, 65535);
+      if (!p) {
+        error = "storage URL: the port must be from 1 to 65535";
+        return false;
+      }
+      port = static_cast<int>(*p);
+    }
+    return true;
+  }
+  const std::size_t colon = host.rfind(':');
+  if (colon != std::string_view::npos) {
+    auto p = to_int(host.substr(colon + 1), 1, 65535);
+    if (!p) {
+      error = "storage URL: the port must be from 1 to 65535, got '" +
+              std::string(host.substr(colon + 1)) + "'";
+      return false;
+    }
+    port = static_cast<int>(*p);
+    host = host.substr(0, colon);
+  }
+  if (host.empty()) {
+    error = "storage URL: " + std::string(scheme) + ":// needs a host (" + std::string(scheme) +
+            "://host:port)";
+    return false;
+  }
+  out_host = std::string(host);
+  return true;
+}
+
+// redis+cluster://[user:password@]host:port[,host:port...][?options]
+bool parse_cluster_url(std::string_view rest, std::string_view query, StorageConfig& config,
+                       std::string& error) {
+  config.kind = StorageConfig::Kind::kRedisCluster;
+  RedisClusterStoreOptions& c = config.cluster;
+  if (!parse_userinfo(rest, c.node, error)) return false;
+  if (rest.find('/') != std::string_view::npos) {
+    error = "storage URL: redis+cluster:// takes no database path (a Redis Cluster has only "
+            "database 0)";
+    return false;
+  }
+  while (true) {
+    const std::size_t comma = rest.find(',');
+    const std::string_view item = rest.substr(0, comma);
+    if (item.empty()) {
+      error = "storage URL: redis+cluster:// needs seed nodes, host:port separated by commas";
+      return false;
+    }
+    std::string host;
+    int port = 6379;
+    if (!parse_host_port(item, host, port, "redis+cluster", error)) return false;
+    c.seeds.push_back((host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+                      std::to_string(port));
+    if (comma == std::string_view::npos) break;
+    rest = rest.substr(comma + 1);
+  }
+  return parse_query(query, c.node, error, &c);
 }
 
 }  // namespace
@@ -102,7 +226,8 @@ bool parse_storage_url(std::string_view url, StorageConfig& config, std::string&
   const std::size_t scheme_end = url.find("://");
   if (scheme_end == std::string_view::npos) {
     error = "storage URL '" + std::string(url) +
-            "': expected memory://, redis://host:port, redis+unix:///path";
+            "': expected memory://, redis://host:port, redis+unix:///path, "
+            "redis+cluster://host:port,host:port";
     return false;
   }
   const std::string_view scheme = url.substr(0, scheme_end);
@@ -153,34 +278,14 @@ bool parse_storage_url(std::string_view url, StorageConfig& config, std::string&
     error = "storage URL: rediss:// (TLS) is not supported yet";
     return false;
   }
-  if (scheme == "redis+cluster") {
-    error = "storage URL: redis+cluster:// is not supported yet";
-    return false;
-  }
+  if (scheme == "redis+cluster") return parse_cluster_url(rest, query, config, error);
   if (scheme != "redis") {
     error = "storage URL: unknown scheme '" + std::string(scheme) +
-            "' (expected memory, redis, redis+unix)";
+            "' (expected memory, redis, redis+unix, redis+cluster)";
     return false;
   }
   // [user:password@]host[:port][/db]
-  if (const std::size_t at = rest.rfind('@'); at != std::string_view::npos) {
-    const std::string_view userinfo = rest.substr(0, at);
-    rest = rest.substr(at + 1);
-    const std::size_t colon = userinfo.find(':');
-    auto user = percent_decode(userinfo.substr(0, colon));
-    auto pass = colon == std::string_view::npos ? std::optional<std::string>("")
-                                                : percent_decode(userinfo.substr(colon + 1));
-    if (!user || !pass) {
-      error = "storage URL: bad percent-encoding in the user or password";
-      return false;
-    }
-    if (colon == std::string_view::npos) {
-      o.password = *user;  // redis://secret@host: a password alone, as redis-cli reads it
-    } else {
-      o.username = *user;
-      o.password = *pass;
-    }
-  }
+  if (!parse_userinfo(rest, o, error)) return false;
   if (const std::size_t slash = rest.find('/'); slash != std::string_view::npos) {
     const std::string_view db = rest.substr(slash + 1);
     rest = rest.substr(0, slash);
@@ -193,46 +298,7 @@ bool parse_storage_url(std::string_view url, StorageConfig& config, std::string&
       o.database = static_cast<int>(*v);
     }
   }
-  std::string_view host = rest;
-  if (!host.empty() && host[0] == '[') {  // [::1]:6379
-    const std::size_t close = host.find(']');
-    if (close == std::string_view::npos) {
-      error = "storage URL: unclosed '[' in the host";
-      return false;
-    }
-    o.host = std::string(host.substr(1, close - 1));
-    host = host.substr(close + 1);
-    if (!host.empty() && host[0] != ':') {
-      error = "storage URL: expected ':port' after the host";
-      return false;
-    }
-    if (!host.empty()) host = host.substr(1);
-    if (!host.empty()) {
-      auto port = to_int(host, 1, 65535);
-      if (!port) {
-        error = "storage URL: the port must be from 1 to 65535";
-        return false;
-      }
-      o.port = static_cast<int>(*port);
-    }
-  } else {
-    const std::size_t colon = host.rfind(':');
-    if (colon != std::string_view::npos) {
-      auto port = to_int(host.substr(colon + 1), 1, 65535);
-      if (!port) {
-        error = "storage URL: the port must be from 1 to 65535, got '" +
-                std::string(host.substr(colon + 1)) + "'";
-        return false;
-      }
-      o.port = static_cast<int>(*port);
-      host = host.substr(0, colon);
-    }
-    if (host.empty()) {
-      error = "storage URL: redis:// needs a host (redis://host:port)";
-      return false;
-    }
-    o.host = std::string(host);
-  }
+  if (!parse_host_port(rest, o.host, o.port, "redis", error)) return false;
   return parse_query(query, o, error);
 }
 
@@ -240,10 +306,16 @@ std::unique_ptr<Store> open_store(std::string_view url, std::string& error) {
   StorageConfig config;
   if (!parse_storage_url(url, config, error)) return nullptr;
   try {
-    if (config.kind == StorageConfig::Kind::kMemory) {
-      return std::make_unique<MemoryStore>(config.memory);
+    switch (config.kind) {
+      case StorageConfig::Kind::kMemory:
+        return std::make_unique<MemoryStore>(config.memory);
+      case StorageConfig::Kind::kRedis:
+        return std::make_unique<RedisStore>(config.redis);
+      case StorageConfig::Kind::kRedisCluster:
+        return std::make_unique<RedisClusterStore>(config.cluster);
     }
-    return std::make_unique<RedisStore>(config.redis);
+    error = "storage: unknown kind";
+    return nullptr;
   } catch (const std::exception& e) {
     error = std::string("storage: ") + e.what();
     return nullptr;

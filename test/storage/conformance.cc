@@ -119,6 +119,34 @@ TEST_P(StoreConformance, TimeGoingBackwardsMatchesTheModel) {
   }
 }
 
+// Limits and windows so large that n * W, cost * W and the bucket's scaled times pass 2^64
+// (and a Redis script's 2^53): the arithmetic must stay exact. (Times stay below 2^53 us, the
+// year 2255, which the Redis store requires.)
+TEST_P(StoreConformance, HugeLimitsAndWindowsStayExact) {
+  constexpr Micros kYear = Micros{365} * 86'400'000'000;
+  const LimitSpec specs[] = {
+      {Algorithm::kFixedWindow, kMaxLimit, 3 * kYear, 0},
+      {Algorithm::kSlidingWindowCounter, kMaxLimit, 3 * kYear, 0},
+      {Algorithm::kSlidingWindowCounter, 3'000'000'000, 86'400'000'000 + 7, 0},
+      {Algorithm::kTokenBucket, kMaxLimit, 3 * kYear, 0},
+      {Algorithm::kTokenBucket, 1'000'000'007, 86'400'000'000 + 3, 2'000'000'011},
+      {Algorithm::kSlidingWindowLog, kMaxLimit, 3 * kYear, 0},
+  };
+  std::mt19937_64 rng(2024);
+  for (const LimitSpec& spec : specs) {
+    ReferenceModel model(spec);
+    const std::string key = "huge/" + Describe(spec);
+    Micros now = kStart;
+    for (int i = 0; i < 1500; ++i) {
+      now += static_cast<Micros>(rng() % static_cast<std::uint64_t>(spec.window / 50));
+      const std::uint64_t cost = rng() % 5 == 0 ? 0 : 1 + rng() % (spec.capacity() / 3 + 1);
+      const Verdict want = model.hit(cost, now);
+      const Verdict got = ApplyOne(*store_, key, spec, cost, now);
+      ASSERT_EQ(got, want) << "hit " << i << " " << Describe(spec) << " cost " << cost;
+    }
+  }
+}
+
 // Exactness: starting full, a token bucket admits at most b + floor(H * n / W) over any horizon
 // H, and a window algorithm never admits more than n inside one of its windows.
 TEST_P(StoreConformance, NeverAdmitsMoreThanTheContract) {

@@ -11,6 +11,7 @@
 
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <string>
 
 #include "sluice/store.h"
@@ -21,6 +22,10 @@ struct StoreFactory {
   std::string name;
   std::function<std::unique_ptr<Store>()> make;
 };
+
+inline void PrintTo(const StoreFactory& f, std::ostream* os) {
+  *os << f.name;
+}
 
 inline std::string StoreFactoryName(const ::testing::TestParamInfo<StoreFactory>& info) {
   return info.param.name;

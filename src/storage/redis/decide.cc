@@ -78,6 +78,15 @@ std::vector<std::string_view> DecideCall::views() const {
   return std::vector<std::string_view>(args.begin(), args.end());
 }
 
+StoreStatus check_time(Micros now) noexcept {
+  constexpr Micros kLimit = Micros{1} << 53;
+  if (now >= kLimit || now <= -kLimit) {
+    return StoreStatus{StoreStatus::Code::kInvalid,
+                       "redis: time out of range (the store holds times up to 2^53 us, year 2255)"};
+  }
+  return {};
+}
+
 bool is_noscript(const Reply& reply) noexcept {
   return reply.is_error() && reply.str.rfind("NOSCRIPT", 0) == 0;
 }

@@ -39,6 +39,10 @@ struct DecideCall {
 StoreStatus read_decide_reply(const Reply& reply, std::span<const Hit> hits,
                               std::span<Verdict> out);
 
+// check_time() refuses times the script cannot hold exactly: Lua numbers are doubles, exact
+// for integers below 2^53 microseconds (the year 2255).
+StoreStatus check_time(Micros now) noexcept;
+
 // is_noscript() tells whether a reply says the script is not cached (after SCRIPT FLUSH or a
 // restart).
 bool is_noscript(const Reply& reply) noexcept;

@@ -72,6 +72,7 @@ bool RedisStore::circuit_open() const noexcept {
 StoreStatus RedisStore::apply(std::span<const Hit> hits, Micros now,
                               std::span<Verdict> out) noexcept {
   if (hits.empty()) return {};
+  if (StoreStatus bad = redis::check_time(now); !bad.ok()) return bad;
   if (!impl_->breaker.allow()) {
     return StoreStatus{StoreStatus::Code::kUnavailable,
                        "redis: not answering; circuit open until a probe succeeds"};

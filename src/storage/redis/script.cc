@@ -75,6 +75,14 @@ local function fdiv(a, b)
   return q
 end
 local function int(x) return string.format('%d', x) end
+-- Products of integers are exact in doubles below 2^53; the limbs are needed only past that.
+local EXACT = 9007199254740992
+-- a * b <= c * d, exactly.
+local function mul_le(a, b, c, d)
+  local x, y = a * b, c * d
+  if x < EXACT and y < EXACT then return x <= y end
+  return bcmp(bmul(big(a), big(b)), bmul(big(c), big(d))) <= 0
+end
 
 local now = tonumber(ARGV[1])
 if now < 0 then
@@ -130,7 +138,7 @@ for i = 1, #KEYS do
     elseif prev == 0 then
       h.ok = true
     else
-      h.ok = bcmp(bmul(big(prev), big(w - e)), bmul(big(n - cur - cost), big(w))) <= 0
+      h.ok = mul_le(prev, w - e, n - cur - cost, w)
     end
     h.k, h.a, h.b = k, prev, cur + cost
   elseif h.alg == 3 then
@@ -147,11 +155,22 @@ for i = 1, #KEYS do
     if cost > b then
       h.ok = false
     else
-      local debt = badd(bmul(big(tat - t), big(n)), big(frac))
-      h.ok = bcmp(debt, bmul(big(b - cost), big(w))) <= 0
+      local debt, room = (tat - t) * n + frac, (b - cost) * w
+      if debt < EXACT and room < EXACT then
+        h.ok = debt <= room
+      else
+        h.ok = bcmp(badd(bmul(big(tat - t), big(n)), big(frac)), bmul(big(b - cost), big(w))) <= 0
+      end
     end
     if h.ok and cost > 0 then
-      local q, r = bdivsmall(badd(big(frac), bmul(big(cost), big(w))), n)
+      local x = frac + cost * w
+      local q, r
+      if x < EXACT then
+        q = fdiv(x, n)
+        r = x - q * n
+      else
+        q, r = bdivsmall(badd(big(frac), bmul(big(cost), big(w))), n)
+      end
       h.a, h.b = tat + q, r
     end
   else
