@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 #include "sluice/storage.h"
 
 namespace sluice {
@@ -48,6 +51,60 @@ TEST(StorageUrl, Redis) {
   c = Parse("redis+unix:///run/redis.sock?db=2");
   EXPECT_EQ(c.redis.unix_path, "/run/redis.sock");
   EXPECT_EQ(c.redis.database, 2);
+}
+
+TEST(StorageUrl, RedisCluster) {
+  StorageConfig c = Parse("redis+cluster://10.0.0.1:7000,10.0.0.2:7001,redis-3");
+  EXPECT_EQ(c.kind, StorageConfig::Kind::kRedisCluster);
+  EXPECT_EQ(c.cluster.seeds,
+            (std::vector<std::string>{"10.0.0.1:7000", "10.0.0.2:7001", "redis-3:6379"}));
+  EXPECT_EQ(c.cluster.max_redirects, 5);
+  EXPECT_EQ(c.cluster.node.prefix, "sluice:");
+
+  c = Parse(
+      "redis+cluster://bob:s%3Acret@[::1]:7000,h:7001?prefix=rl:&timeout_ms=40&connections=3&"
+      "max_redirects=2&time=redis&grace_ms=0&connect_timeout_ms=300");
+  EXPECT_EQ(c.cluster.seeds, (std::vector<std::string>{"[::1]:7000", "h:7001"}));
+  EXPECT_EQ(c.cluster.node.username, "bob");
+  EXPECT_EQ(c.cluster.node.password, "s:cret");
+  EXPECT_EQ(c.cluster.node.prefix, "rl:");
+  EXPECT_EQ(c.cluster.node.command_timeout.count(), 40);
+  EXPECT_EQ(c.cluster.node.connect_timeout.count(), 300);
+  EXPECT_EQ(c.cluster.node.connections, 3u);
+  EXPECT_EQ(c.cluster.node.expiry_grace.count(), 0);
+  EXPECT_TRUE(c.cluster.node.redis_time);
+  EXPECT_EQ(c.cluster.max_redirects, 2);
+
+  c = Parse("redis+cluster://secret@h:7000");
+  EXPECT_EQ(c.cluster.node.password, "secret");
+  EXPECT_EQ(c.cluster.node.username, "");
+
+  EXPECT_NE(ErrorOf("redis+cluster://").find("seed"), std::string::npos);
+  EXPECT_NE(ErrorOf("redis+cluster://a:7000,,b:7001").find("seed"), std::string::npos);
+  EXPECT_NE(ErrorOf("redis+cluster://a:7000,b:70000").find("port"), std::string::npos);
+  EXPECT_NE(ErrorOf("redis+cluster://a:7000/1").find("database"), std::string::npos);
+  EXPECT_NE(ErrorOf("redis+cluster://a:7000?db=1").find("db"), std::string::npos);
+  EXPECT_NE(ErrorOf("redis+cluster://a:7000?max_redirects=-1").find("max_redirects"),
+            std::string::npos);
+  const std::string unknown = ErrorOf("redis+cluster://a:7000?bogus=1");
+  EXPECT_NE(unknown.find("bogus"), std::string::npos);
+  EXPECT_NE(unknown.find("max_redirects"), std::string::npos);
+  // max_redirects is for clusters only.
+  EXPECT_NE(ErrorOf("redis://a?max_redirects=1").find("max_redirects"), std::string::npos);
+}
+
+TEST(StorageUrl, OpenRedisClusterNamesItsSeeds) {
+  // Nothing listens on port 1: the store is still created (it retries on use), and says where it
+  // points. Decisions fail as unavailable rather than throw.
+  std::string error;
+  auto store = open_store("redis+cluster://127.0.0.1:1,127.0.0.1:2?connect_timeout_ms=50", error);
+  ASSERT_NE(store, nullptr) << error;
+  EXPECT_EQ(store->name(), "redis+cluster://127.0.0.1:1,127.0.0.1:2");
+  LimitSpec spec{Algorithm::kFixedWindow, 1, 1'000'000, 0};
+  Hit hit{"k", &spec, 1, true};
+  Verdict v;
+  const StoreStatus st = store->apply(std::span<const Hit>(&hit, 1), 0, std::span<Verdict>(&v, 1));
+  EXPECT_EQ(st.code, StoreStatus::Code::kUnavailable) << st.message;
 }
 
 TEST(StorageUrl, BadUrlsSayWhatIsWrong) {
