@@ -9,6 +9,8 @@
 #include <thread>
 
 #include "sluice/limiter.h"
+#include "storage/redis/script.h"
+#include "storage/redis/sha1.h"
 #include "support/redis_harness.h"
 
 namespace sluice {
@@ -212,3 +214,18 @@ TEST(RedisStore, AuthUnixSocketAndDatabase) {
 
 }  // namespace
 }  // namespace sluice
+
+namespace sluice::redis {
+namespace {
+
+TEST(Sha1, MatchesKnownVectorsAndRedis) {
+  EXPECT_EQ(sha1_hex(""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+  EXPECT_EQ(sha1_hex("abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+  EXPECT_EQ(sha1_hex(std::string(1'000'000, 'a')), "34aa973cd4c4daa4f61eeb2bdbad27316534016f");
+  testing::RedisServer server;
+  EXPECT_EQ(server.command({"SCRIPT", "LOAD", std::string(kDecideScript)}),
+            sha1_hex(kDecideScript));
+}
+
+}  // namespace
+}  // namespace sluice::redis

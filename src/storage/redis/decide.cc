@@ -2,21 +2,27 @@
 
 #include <xxhash.h>
 
+#include <charconv>
 #include <cstdio>
 
 #include "storage/redis/script.h"
 
 namespace sluice::redis {
 
-std::string redis_key(std::string_view prefix, std::string_view key) {
-  char tag[20];
-  std::snprintf(tag, sizeof tag, "{%016llx}",
-                static_cast<unsigned long long>(XXH3_64bits(key.data(), key.size())));
-  std::string out;
-  out.reserve(prefix.size() + 18 + key.size());
-  out.append(prefix);
-  out.append(tag, 18);
+void redis_key(std::string_view prefix, std::string_view key, std::string& out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  const std::uint64_t h = XXH3_64bits(key.data(), key.size());
+  out.assign(prefix);
+  out += '{';
+  for (int s = 60; s >= 0; s -= 4)
+    out += kHex[(h >> s) & 0xf];
+  out += '}';
   out.append(key);
+}
+
+std::string redis_key(std::string_view prefix, std::string_view key) {
+  std::string out;
+  redis_key(prefix, key, out);
   return out;
 }
 
@@ -50,32 +56,40 @@ int key_slot(std::string_view key) noexcept {
 
 void DecideCall::build(std::span<const Hit> hits, std::span<const std::string> keys, Micros now,
                        std::int64_t grace_ms, std::string_view sha) {
-  args.clear();
-  args.reserve(5 + keys.size() + 6 * hits.size());
+  // Reuses the strings of the previous call (their capacity), so a steady caller allocates
+  // nothing here.
+  std::size_t n = 0;
+  auto put = [&](std::string_view v) {
+    if (n == args.size()) args.emplace_back();
+    args[n++].assign(v);
+  };
+  auto put_int = [&](auto v) {
+    char buf[24];
+    const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+    put(std::string_view(buf, static_cast<std::size_t>(end - buf)));
+  };
   if (sha.empty()) {
-    args.emplace_back("EVAL");
-    args.emplace_back(kDecideScript);
+    put("EVAL");
+    put(kDecideScript);
   } else {
-    args.emplace_back("EVALSHA");
-    args.emplace_back(sha);
+    put("EVALSHA");
+    put(sha);
   }
-  args.push_back(std::to_string(keys.size()));
+  put_int(keys.size());
   for (const std::string& k : keys)
-    args.push_back(k);
-  args.push_back(std::to_string(now < 0 ? -1 : now));
-  args.push_back(std::to_string(grace_ms));
+    put(k);
+  put_int(now < 0 ? Micros{-1} : now);
+  put_int(grace_ms);
   for (const Hit& h : hits) {
-    args.push_back(std::to_string(static_cast<int>(h.spec->algorithm)));
-    args.push_back(std::to_string(h.spec->limit));
-    args.push_back(std::to_string(h.spec->window));
-    args.push_back(std::to_string(h.spec->burst));
-    args.push_back(std::to_string(h.cost));
-    args.emplace_back(h.enforce ? "1" : "0");
+    put_int(static_cast<int>(h.spec->algorithm));
+    put_int(h.spec->limit);
+    put_int(h.spec->window);
+    put_int(h.spec->burst);
+    put_int(h.cost);
+    put(h.enforce ? "1" : "0");
   }
-}
-
-std::vector<std::string_view> DecideCall::views() const {
-  return std::vector<std::string_view>(args.begin(), args.end());
+  args.resize(n);
+  argv.assign(args.begin(), args.end());
 }
 
 StoreStatus check_time(Micros now) noexcept {

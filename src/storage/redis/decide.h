@@ -16,14 +16,17 @@ namespace sluice::redis {
 // "}" + key. The braces make the hash the Redis Cluster hash tag, so keys spread evenly over the
 // slots whatever bytes they hold.
 std::string redis_key(std::string_view prefix, std::string_view key);
+// redis_key() into `out`, reusing its capacity.
+void redis_key(std::string_view prefix, std::string_view key, std::string& out);
 
 // key_slot() returns the Redis Cluster slot of a Redis key: CRC16 (XMODEM) of its hash tag (the
 // text between the first '{' and the next '}', when not empty; else the whole key) mod 16384.
 int key_slot(std::string_view redis_key) noexcept;
 
-// DecideCall holds the argv of one script call.
+// DecideCall holds the argv of one script call; reusing one across calls reuses its buffers.
 struct DecideCall {
   std::vector<std::string> args;
+  std::vector<std::string_view> argv;  // args as views
 
   // build() fills args for `hits` stored under `keys` (Redis keys, same order): EVALSHA with
   // `sha`, or EVAL with the script text when `sha` is empty. `now` < 0 asks the script to use
@@ -31,7 +34,7 @@ struct DecideCall {
   void build(std::span<const Hit> hits, std::span<const std::string> keys, Micros now,
              std::int64_t grace_ms, std::string_view sha);
   // views() returns the args as string_views for Client::command().
-  std::vector<std::string_view> views() const;
+  const std::vector<std::string_view>& views() const { return argv; }
 };
 
 // read_decide_reply() derives each hit's verdict from the script's reply: the states before the

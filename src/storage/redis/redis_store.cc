@@ -1,11 +1,10 @@
 #include "sluice/redis_store.h"
 
-#include <mutex>
-
 #include "storage/redis/breaker.h"
 #include "storage/redis/client.h"
 #include "storage/redis/decide.h"
 #include "storage/redis/script.h"
+#include "storage/redis/sha1.h"
 
 namespace sluice {
 
@@ -33,25 +32,11 @@ struct RedisStore::Impl {
         client(client_options(options)),
         breaker(options.breaker_min_open, options.breaker_max_open) {}
 
-  // The script's SHA1, learnt from SCRIPT LOAD; empty until then (calls then use EVAL, which
-  // caches the script as well).
-  std::string sha() {
-    std::lock_guard lock(mu);
-    return sha_;
-  }
-  void load_script() {
-    redis::CommandResult r = client.command({"SCRIPT", "LOAD", redis::kDecideScript});
-    if (r.status.ok() && r.reply.type == redis::Reply::Type::kString) {
-      std::lock_guard lock(mu);
-      sha_ = r.reply.str;
-    }
-  }
-
   RedisStoreOptions options;
   redis::Client client;
   redis::CircuitBreaker breaker;
-  std::mutex mu;
-  std::string sha_;
+  // The name Redis gives the script once cached: EVALSHA sends only this.
+  const std::string sha = redis::sha1_hex(redis::kDecideScript);
 };
 
 RedisStore::RedisStore(RedisStoreOptions options)
@@ -90,26 +75,22 @@ StoreStatus RedisStore::apply(std::span<const Hit> hits, Micros now,
 StoreStatus RedisStore::decide(std::span<const Hit> hits, Micros now,
                                std::span<Verdict> out) noexcept {
   try {
-    std::vector<std::string> keys;
-    keys.reserve(hits.size());
-    for (const Hit& h : hits)
-      keys.push_back(redis::redis_key(impl_->options.prefix, h.key));
+    // Per-thread buffers: a steady caller builds its keys and arguments without allocating.
+    thread_local std::vector<std::string> keys;
+    thread_local redis::DecideCall call;
+    keys.resize(hits.size());
+    for (std::size_t i = 0; i < hits.size(); ++i) {
+      redis::redis_key(impl_->options.prefix, hits[i].key, keys[i]);
+    }
     const Micros when = impl_->options.redis_time ? -1 : now;
     const std::int64_t grace = impl_->options.expiry_grace.count();
 
-    std::string sha = impl_->sha();
-    if (sha.empty()) {
-      impl_->load_script();
-      sha = impl_->sha();
-    }
-    redis::DecideCall call;
-    call.build(hits, keys, when, grace, sha);
+    call.build(hits, keys, when, grace, impl_->sha);
     redis::CommandResult r = impl_->client.command(call.views());
     if (r.status.ok() && redis::is_noscript(r.reply)) {
       // The script cache was flushed (SCRIPT FLUSH, a restart): EVAL caches it again.
       call.build(hits, keys, when, grace, "");
       r = impl_->client.command(call.views());
-      impl_->load_script();
     }
     if (!r.status.ok()) return r.status;
     return redis::read_decide_reply(r.reply, hits, out);
