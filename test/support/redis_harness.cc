@@ -260,17 +260,22 @@ std::string encode(const std::vector<std::string>& argv) {
   return out;
 }
 
-Reply exchange(Connection& conn, const std::vector<std::string>& argv,
-               const std::string& password) {
+// Sends AUTH (with a password) and the commands in one write; returns the commands' replies (an
+// AUTH error replaces them all: they'd all be NOAUTH).
+std::vector<Reply> exchange(Connection& conn, const std::vector<std::vector<std::string>>& commands,
+                            const std::string& password) {
   conn.wait_connected();
-  if (password.empty()) {
-    conn.write_all(encode(argv));
-    return conn.read_reply();
-  }
-  conn.write_all(encode({"AUTH", password}) + encode(argv));
-  Reply auth = conn.read_reply();
-  Reply reply = conn.read_reply();
-  return auth.is_error() ? auth : reply;
+  std::string out = password.empty() ? "" : encode({"AUTH", password});
+  for (const auto& argv : commands)
+    out += encode(argv);
+  conn.write_all(out);
+  const Reply auth = password.empty() ? Reply{} : conn.read_reply();
+  std::vector<Reply> replies;
+  replies.reserve(commands.size());
+  for (std::size_t i = 0; i < commands.size(); ++i)
+    replies.push_back(conn.read_reply());
+  if (auth.is_error()) std::fill(replies.begin(), replies.end(), auth);
+  return replies;
 }
 
 // ---- processes --------------------------------------------------------------------------------
@@ -536,8 +541,9 @@ std::string Reply::to_string() const {
   return "";
 }
 
-Reply redis_call(const std::string& host, int port, const std::vector<std::string>& argv,
-                 std::chrono::milliseconds timeout, const std::string& password) {
+std::vector<Reply> redis_pipeline(const std::string& host, int port,
+                                  const std::vector<std::vector<std::string>>& commands,
+                                  std::chrono::milliseconds timeout, const std::string& password) {
   const auto deadline = Clock::now() + timeout;
   const std::string peer = host + ":" + std::to_string(port);
   sockaddr_in addr{};
@@ -555,7 +561,12 @@ Reply redis_call(const std::string& host, int port, const std::vector<std::strin
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 && errno != EINPROGRESS) {
     throw std::runtime_error("redis " + peer + ": " + errno_text("connect"));
   }
-  return exchange(conn, argv, password);
+  return exchange(conn, commands, password);
+}
+
+Reply redis_call(const std::string& host, int port, const std::vector<std::string>& argv,
+                 std::chrono::milliseconds timeout, const std::string& password) {
+  return redis_pipeline(host, port, {argv}, timeout, password).front();
 }
 
 Reply redis_call_unix(const std::string& path, const std::vector<std::string>& argv,
@@ -573,7 +584,7 @@ Reply redis_call_unix(const std::string& path, const std::vector<std::string>& a
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 && errno != EINPROGRESS) {
     throw std::runtime_error("redis " + path + ": " + errno_text("connect"));
   }
-  return exchange(conn, argv, password);
+  return exchange(conn, {argv}, password).front();
 }
 
 // ---- RedisServer ------------------------------------------------------------------------------
@@ -601,8 +612,11 @@ RedisServer::~RedisServer() {
     stop();
   } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw
   }
-  if (std::getenv("SLUICE_KEEP_REDIS_DIRS") != nullptr) return;
   std::error_code ec;
+  if (std::getenv("SLUICE_KEEP_REDIS_DIRS") != nullptr) {
+    std::filesystem::remove(dir_ + "/" + kOwnerFile, ec);  // so that no sweep removes it
+    return;
+  }
   std::filesystem::remove_all(dir_, ec);
 }
 
@@ -621,6 +635,12 @@ void RedisServer::start() {
 }
 
 void RedisServer::start_once() {
+  // Only this attempt's part of the log tells why it failed.
+  const std::string log_path = dir_ + "/redis.log";
+  std::error_code size_ec;
+  const auto log_size_before = std::filesystem::exists(log_path, size_ec)
+                                   ? std::filesystem::file_size(log_path, size_ec)
+                                   : std::uintmax_t{0};
   std::vector<std::string> argv = {redis_server_bin(),
                                    "--port",
                                    std::to_string(port_),
@@ -635,7 +655,7 @@ void RedisServer::start_once() {
                                    "--daemonize",
                                    "no",
                                    "--logfile",
-                                   dir_ + "/redis.log"};
+                                   log_path};
   if (options_.unix_socket) {
     argv.insert(argv.end(), {"--unixsocket", unix_path_, "--unixsocketperm", "700"});
   }
@@ -661,11 +681,14 @@ void RedisServer::start_once() {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
-      const std::string log = log_tail();
       const std::string msg = what + " " + describe_status(status) +
                               " before answering PING; command: " + show_command(argv) +
-                              "\n--- log tail (" + dir_ + ") ---\n" + log;
-      if (log.find("Address already in use") != std::string::npos) throw PortInUse(msg);
+                              "\n--- log tail (" + dir_ + ") ---\n" + log_tail();
+      std::ifstream log(log_path, std::ios::binary);
+      log.seekg(static_cast<std::streamoff>(log_size_before));
+      const std::string fresh{std::istreambuf_iterator<char>(log),
+                              std::istreambuf_iterator<char>()};
+      if (fresh.find("Address already in use") != std::string::npos) throw PortInUse(msg);
       throw std::runtime_error(msg);
     }
     try {
@@ -772,6 +795,11 @@ Reply RedisServer::call(const std::vector<std::string>& argv,
   return redis_call(host_, port_, argv, timeout, options_.password);
 }
 
+std::vector<Reply> RedisServer::pipeline(const std::vector<std::vector<std::string>>& commands,
+                                         std::chrono::milliseconds timeout) const {
+  return redis_pipeline(host_, port_, commands, timeout, options_.password);
+}
+
 std::string RedisServer::command(const std::vector<std::string>& argv,
                                  std::chrono::milliseconds timeout) const {
   return call(argv, timeout).to_string();
@@ -817,9 +845,11 @@ RedisCluster::RedisCluster(Options options) : options_(std::move(options)) {
   }
   const int total = options_.masters * (1 + options_.replicas_per_master);
   RedisServer::Options node_options;
-  node_options.extra_args = {"--cluster-enabled",      "yes",
-                             "--cluster-config-file",  "nodes.conf",
-                             "--cluster-node-timeout", std::to_string(options_.node_timeout_ms)};
+  // Replicas sync at once (the default waits 5 s for more replicas before a diskless sync).
+  node_options.extra_args = {"--cluster-enabled",          "yes",
+                             "--cluster-config-file",      "nodes.conf",
+                             "--cluster-node-timeout",     std::to_string(options_.node_timeout_ms),
+                             "--repl-diskless-sync-delay", "0"};
   node_options.extra_args.insert(node_options.extra_args.end(), options_.extra_args.begin(),
                                  options_.extra_args.end());
   std::vector<std::string> argv = {redis_cli_bin(), "--cluster", "create"};
@@ -880,7 +910,7 @@ std::size_t RedisCluster::index_of_id(const std::string& id) const {
   for (std::size_t i = 0; i < ids_.size(); ++i) {
     if (ids_[i] == id) return i;
   }
-  throw std::runtime_error("unknown cluster node id " + id);
+  return nodes_.size();  // not ours (e.g. a node in handshake)
 }
 
 std::size_t RedisCluster::any_running_node() {
@@ -897,7 +927,7 @@ std::vector<std::size_t> RedisCluster::masters() {
   for (const NodeLine& n : parse_cluster_nodes(expect_ok(r, "CLUSTER NODES"))) {
     if (!n.has("master") || n.failing()) continue;
     const std::size_t i = index_of_id(n.id);
-    if (nodes_[i]->running()) out.push_back(i);
+    if (i < nodes_.size() && nodes_[i]->running()) out.push_back(i);
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -910,7 +940,7 @@ std::vector<std::size_t> RedisCluster::replicas_of(std::size_t master) {
   for (const NodeLine& n : parse_cluster_nodes(expect_ok(r, "CLUSTER NODES"))) {
     if (!n.has("slave") || n.master_id != ids_.at(master)) continue;
     const std::size_t i = index_of_id(n.id);
-    if (nodes_[i]->running()) out.push_back(i);
+    if (i < nodes_.size() && nodes_[i]->running()) out.push_back(i);
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -947,7 +977,9 @@ std::size_t RedisCluster::owner_of_slot(int slot) {
       continue;
     }
     const Reply& master = range.elements[2];
-    if (master.elements.size() >= 3) return index_of_id(master.elements[2].str);
+    if (master.elements.size() >= 3 && index_of_id(master.elements[2].str) < nodes_.size()) {
+      return index_of_id(master.elements[2].str);
+    }
   }
   throw std::runtime_error("no node owns slot " + std::to_string(slot));
 }

@@ -22,7 +22,6 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 namespace sluice::testing {
@@ -50,11 +49,18 @@ inline constexpr std::chrono::milliseconds kDefaultCommandTimeout{5000};
 Reply redis_call(const std::string& host, int port, const std::vector<std::string>& argv,
                  std::chrono::milliseconds timeout = kDefaultCommandTimeout,
                  const std::string& password = "");
+// Several commands on one connection (pipelined), one reply each: for what must share a
+// connection (SET then WAIT, ASKING then GET, READONLY then GET, MULTI ... EXEC).
+std::vector<Reply> redis_pipeline(const std::string& host, int port,
+                                  const std::vector<std::vector<std::string>>& commands,
+                                  std::chrono::milliseconds timeout = kDefaultCommandTimeout,
+                                  const std::string& password = "");
 Reply redis_call_unix(const std::string& path, const std::vector<std::string>& argv,
                       std::chrono::milliseconds timeout = kDefaultCommandTimeout,
                       const std::string& password = "");
 
-// Not thread-safe, except call() and command(), which each use a connection of their own.
+// Not thread-safe, except call(), command() and pipeline(), which each use a connection of
+// their own.
 class RedisServer {
  public:
   struct Options {
@@ -97,6 +103,10 @@ class RedisServer {
   // Same, structured.
   Reply call(const std::vector<std::string>& argv,
              std::chrono::milliseconds timeout = kDefaultCommandTimeout) const;
+  // Several commands on one connection (see redis_pipeline), e.g. {{"SET", "k", "v"}, {"WAIT",
+  // "1", "1000"}}: WAIT counts acks of *this connection's* writes, so it needs the same one.
+  std::vector<Reply> pipeline(const std::vector<std::vector<std::string>>& commands,
+                              std::chrono::milliseconds timeout = kDefaultCommandTimeout) const;
 
   // The last lines of the server's log (and of its stdout/stderr), for failure messages.
   std::string log_tail(std::size_t lines = 30) const;
@@ -123,6 +133,8 @@ class RedisCluster {
     std::vector<std::string> extra_args;  // for every node
   };
 
+  // Nodes run with --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout
+  // node_timeout_ms --repl-diskless-sync-delay 0, then extra_args.
   // Starts masters * (1 + replicas_per_master) nodes, runs `redis-cli --cluster create`, and waits
   // (bounded) until every node reports cluster_state:ok with all 16384 slots assigned, knows every
   // node, and every replica's link to its master is up. Throws std::runtime_error otherwise.
@@ -162,6 +174,9 @@ class RedisCluster {
 
   // SIGKILLs `master` (which must have a replica), waits (bounded) until one of its replicas is
   // promoted and every running node reports cluster_state:ok; returns the new master's index.
+  // Writes the replica had not received are lost, as in production: to keep a write, send it with
+  // WAIT on one connection first (RedisServer::pipeline). node(master).restart() brings the old
+  // master back; it rejoins as a replica.
   std::size_t kill_master_and_wait_for_failover(std::size_t master);
 
   // Waits (bounded) until every running node reports cluster_state:ok and 16384 assigned slots.
@@ -172,7 +187,7 @@ class RedisCluster {
     std::size_t from;
     std::size_t to;
   };
-  std::size_t index_of_id(const std::string& id) const;
+  std::size_t index_of_id(const std::string& id) const;  // size() if unknown
   std::size_t any_running_node();
   void wait_until_all_agree_on_owner(int slot, std::size_t owner);
 

@@ -1,9 +1,13 @@
 // Self-test of the redis harness: real redis-server processes.
 #include "support/redis_harness.h"
 
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -37,6 +41,14 @@ TEST(RedisServerTest, PingSetGet) {
   // Persistence is off.
   EXPECT_EQ(server.command({"CONFIG", "GET", "save"}), "save ");
   EXPECT_EQ(server.command({"CONFIG", "GET", "appendonly"}), "appendonly no");
+
+  const std::vector<Reply> tx =
+      server.pipeline({{"MULTI"}, {"INCR", "n"}, {"INCR", "n"}, {"EXEC"}, {"GET", "n"}});
+  ASSERT_EQ(tx.size(), 5u);
+  EXPECT_EQ(tx[0].to_string(), "OK");
+  EXPECT_EQ(tx[1].to_string(), "QUEUED");
+  EXPECT_EQ(tx[3].to_string(), "1 2");
+  EXPECT_EQ(tx[4].to_string(), "2");
 
   const Reply r = server.call({"MGET", "k", "missing"});
   ASSERT_EQ(r.type, Reply::Type::kArray);
@@ -124,6 +136,8 @@ TEST(RedisServerTest, Password) {
   EXPECT_EQ(server.command({"PING"}), "PONG");
   EXPECT_THAT(redis_call(server.host(), server.port(), {"PING"}).to_string(),
               StartsWith("ERR:NOAUTH"));
+  const std::vector<Reply> piped = server.pipeline({{"SET", "p", "1"}, {"GET", "p"}});
+  EXPECT_EQ(piped.at(1).to_string(), "1");
   EXPECT_THAT(
       redis_call(server.host(), server.port(), {"PING"}, milliseconds(1000), "wrong").to_string(),
       StartsWith("ERR:WRONGPASS"));
@@ -142,6 +156,27 @@ TEST(RedisServerTest, BadArgsFailWithTheLog) {
     EXPECT_THAT(e.what(), HasSubstr("before answering PING"));
     EXPECT_THAT(e.what(), HasSubstr("no-such-directive"));
   }
+}
+
+TEST(RedisServerTest, PortTakenByAnotherProcessFailsClearly) {
+  // Forcing --port to a listening port defeats the retries on a fresh port: every attempt fails.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), len), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string port = std::to_string(ntohs(addr.sin_port));
+  try {
+    RedisServer server({.extra_args = {"--port", port}});
+    ADD_FAILURE() << "expected the start to fail";
+  } catch (const std::runtime_error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("Address already in use"));
+  }
+  ::close(fd);
 }
 
 TEST(KeySlotTest, KnownValues) {
@@ -256,8 +291,11 @@ TEST_F(RedisClusterTest, SplitMigration) {
   // The source redirects requests for keys it no longer has with ASK.
   EXPECT_THAT(c.node(from).command({"GET", moved_key}),
               StartsWith("ERR:ASK " + std::to_string(slot) + " " + c.node(to).address()));
-  // The target serves them only after ASKING... but plain requests get MOVED.
+  // The target serves them after ASKING (same connection); plain requests get MOVED.
   EXPECT_THAT(c.node(to).command({"GET", moved_key}), StartsWith("ERR:MOVED"));
+  const std::vector<Reply> asked = c.node(to).pipeline({{"ASKING"}, {"GET", moved_key}});
+  EXPECT_EQ(asked.at(0).to_string(), "OK");
+  EXPECT_EQ(asked.at(1).to_string(), "v");
   c.finish_migration(slot);
   EXPECT_EQ(c.owner_of_slot(slot), to);
   EXPECT_EQ(c.node(to).command({"CLUSTER", "COUNTKEYSINSLOT", std::to_string(slot)}), "5");
@@ -273,13 +311,19 @@ TEST(RedisClusterFailoverTest, ReplicaTakesOver) {
   const std::size_t victim = c.owner_of_slot(slot);
   const std::vector<std::size_t> replicas = c.replicas_of(victim);
   ASSERT_EQ(replicas.size(), 1u);
-  ASSERT_EQ(c.node(victim).command({"SET", "x", "1"}), "OK");
-  ASSERT_EQ(c.node(victim).command({"WAIT", "1", "2000"}), "1");  // replicated
+  // WAIT counts acks of its own connection's writes: same connection as the SET.
+  const std::vector<Reply> r = c.node(victim).pipeline({{"SET", "x", "1"}, {"WAIT", "1", "5000"}});
+  ASSERT_EQ(r.at(0).to_string(), "OK");
+  ASSERT_EQ(r.at(1).to_string(), "1");  // replicated
   const std::size_t promoted = c.kill_master_and_wait_for_failover(victim);
   EXPECT_EQ(promoted, replicas[0]);
   EXPECT_FALSE(c.node(victim).running());
   EXPECT_EQ(c.owner_of_slot(slot), promoted);
-  EXPECT_EQ(c.node(promoted).command({"GET", "x"}), "1");
+  EXPECT_EQ(c.node(promoted).command({"GET", "x"}), "1")
+      << "promoted node log:\n"
+      << c.node(promoted).log_tail(60) << "\nvictim log:\n"
+      << c.node(victim).log_tail(60) << "\nCLUSTER NODES:\n"
+      << c.node(promoted).command({"CLUSTER", "NODES"});
   const std::vector<std::size_t> now = c.masters();
   EXPECT_EQ(now.size(), 3u);
   EXPECT_NE(std::find(now.begin(), now.end(), promoted), now.end());
