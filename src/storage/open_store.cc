@@ -197,8 +197,9 @@ bool parse_cluster_url(std::string_view rest, std::string_view query, StorageCon
   RedisClusterStoreOptions& c = config.cluster;
   if (!parse_userinfo(rest, c.node, error)) return false;
   if (rest.find('/') != std::string_view::npos) {
-    error = "storage URL: redis+cluster:// takes no database path (a Redis Cluster has only "
-            "database 0)";
+    error =
+        "storage URL: redis+cluster:// takes no database path (a Redis Cluster has only "
+        "database 0)";
     return false;
   }
   while (true) {

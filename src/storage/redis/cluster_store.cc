@@ -14,6 +14,8 @@
 //   is refreshed by the next decision that finds no refresh running, at most once per
 //   kRefreshInterval, so while a master is down the map keeps being re-read until it names the
 //   promoted replica.
+// - The script goes by EVALSHA with its SHA-1, computed here (the same on every node); a node
+//   that answers NOSCRIPT (a new master, SCRIPT FLUSH) gets EVAL, which caches it there.
 //
 // Several slots in one request: see apply_multi_slot().
 #include <algorithm>
@@ -32,6 +34,7 @@
 #include "storage/redis/client.h"
 #include "storage/redis/decide.h"
 #include "storage/redis/script.h"
+#include "storage/redis/sha1.h"
 
 namespace sluice {
 
@@ -377,20 +380,6 @@ struct RedisClusterStore::Impl {
 
   // ---- the script --------------------------------------------------------------------------
 
-  std::string sha() const {
-    std::lock_guard lock(sha_mu_);
-    return sha_;
-  }
-
-  // load_script() learns the script's SHA1 from SCRIPT LOAD on `node` (the same on every node).
-  void load_script(Node& node) {
-    CommandResult r = node.client.command({"SCRIPT", "LOAD", redis::kDecideScript});
-    if (r.status.ok() && r.reply.type == Reply::Type::kString) {
-      std::lock_guard lock(sha_mu_);
-      sha_ = r.reply.str;
-    }
-  }
-
   static CommandResult send(Node& node, const redis::DecideCall& call, bool asking) {
     if (!asking) return node.client.command(call.views());
     std::vector<CommandResult> rs = node.client.pipeline({{"ASKING"}, call.args});
@@ -429,12 +418,7 @@ struct RedisClusterStore::Impl {
         return failed(unavailable("redis " + node->address +
                                   ": not answering; circuit open until a probe succeeds"));
       }
-      std::string sha_now = sha();
-      if (sha_now.empty()) {
-        load_script(*node);
-        sha_now = sha();
-      }
-      call.build(hits, keys, when, grace, sha_now);
+      call.build(hits, keys, when, grace, sha);
       CommandResult r = send(*node, call, asking);
       if (r.status.ok() && redis::is_noscript(r.reply)) {
         // Not cached on this node yet (a new master, SCRIPT FLUSH): EVAL caches it.
@@ -607,6 +591,8 @@ struct RedisClusterStore::Impl {
   }
 
   RedisClusterStoreOptions options;
+  // The name every node gives the script once cached: EVALSHA sends only this.
+  const std::string sha = redis::sha1_hex(redis::kDecideScript);
   std::atomic<std::uint64_t> refreshes_{0};
   std::atomic<bool> stale_{false};
 
@@ -622,9 +608,6 @@ struct RedisClusterStore::Impl {
   SteadyClock::time_point last_attempt_{};
   mutable std::mutex error_mu_;
   std::string last_refresh_error_;
-
-  mutable std::mutex sha_mu_;
-  std::string sha_;  // learnt from SCRIPT LOAD; empty until then (calls then use EVAL)
 };
 
 RedisClusterStore::RedisClusterStore(RedisClusterStoreOptions options)
@@ -639,6 +622,7 @@ RedisClusterStore::~RedisClusterStore() = default;
 StoreStatus RedisClusterStore::apply(std::span<const Hit> hits, Micros now,
                                      std::span<Verdict> out) noexcept {
   if (hits.empty()) return {};
+  if (StoreStatus bad = redis::check_time(now); !bad.ok()) return bad;
   try {
     return impl_->apply(hits, now, out);
   } catch (const std::exception& e) {
