@@ -1115,7 +1115,13 @@ void RedisCluster::wait_for_ok(std::chrono::milliseconds timeout) {
 
 std::size_t RedisCluster::kill_master_and_wait_for_failover(std::size_t master) {
   if (master >= nodes_.size()) throw std::runtime_error("no node " + std::to_string(master));
-  const std::vector<std::size_t> replicas = replicas_of(master);
+  // Right after the cluster forms, the node asked may not list the replica yet: wait (bounded).
+  std::vector<std::size_t> replicas = replicas_of(master);
+  for (const auto until = Clock::now() + std::chrono::seconds(10);
+       replicas.empty() && Clock::now() < until;) {
+    std::this_thread::sleep_for(milliseconds(50));
+    replicas = replicas_of(master);
+  }
   if (replicas.empty()) {
     throw std::runtime_error("node " + std::to_string(master) + " has no running replica");
   }
