@@ -17,3 +17,12 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
   --benchmark_out="$out/limiter.json" --benchmark_out_format=json \
   | grep -E "median|Benchmark|---|Memory" || true
 echo "full results: $out/limiter.json"
+
+# Decisions/s through the Redis store beside redis-benchmark running the same EVALSHA (the
+# ceiling), three runs; then latency at half load.
+if [ -x "$build/bin/sluice_bench_redis" ] && [ "$filter" = "." ]; then
+  for run in 1 2 3; do
+    echo "redis run $run:"
+    "$build/bin/sluice_bench_redis" --seconds 4 | sed 's/^/  /'
+  done
+fi
