@@ -216,14 +216,9 @@ struct RedisClusterStore::Impl {
     int port = 0;
     if (!parse_address(address, host, port)) return nullptr;
     const RedisStoreOptions& o = options.node;
-    redis::ClientOptions c;
-    c.endpoint.host = host;
-    c.endpoint.port = port;
-    c.username = o.username;
-    c.password = o.password;
-    c.connections = o.connections;
-    c.connect_timeout = o.connect_timeout;
-    c.command_timeout = o.command_timeout;
+    redis::ClientOptions c = redis::client_options(o);
+    c.endpoint = redis::Endpoint{host, port, ""};
+    c.database = 0;  // a cluster has only database 0
     auto node = std::make_shared<Node>(address, host, std::move(c), o);
     nodes_.emplace(address, node);
     return node;

@@ -9,6 +9,20 @@
 
 namespace sluice::redis {
 
+ClientOptions client_options(const RedisStoreOptions& o) {
+  ClientOptions c;
+  c.endpoint.host = o.host;
+  c.endpoint.port = o.port;
+  c.endpoint.unix_path = o.unix_path;
+  c.username = o.username;
+  c.password = o.password;
+  c.database = o.database;
+  c.connections = o.connections;
+  c.connect_timeout = o.connect_timeout;
+  c.command_timeout = o.command_timeout;
+  return c;
+}
+
 void redis_key(std::string_view prefix, std::string_view key, std::string& out) {
   static constexpr char kHex[] = "0123456789abcdef";
   const std::uint64_t h = XXH3_64bits(key.data(), key.size());

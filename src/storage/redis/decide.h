@@ -7,10 +7,15 @@
 #include <string_view>
 #include <vector>
 
+#include "sluice/redis_store.h"
 #include "sluice/store.h"
 #include "storage/redis/client.h"
 
 namespace sluice::redis {
+
+// client_options() maps a store's options onto its client's: endpoint, auth, database,
+// connections and timeouts.
+ClientOptions client_options(const RedisStoreOptions& o);
 
 // redis_key() lays out a store key in Redis: prefix + "{" + 16 hex digits of the key's hash +
 // "}" + key. The braces make the hash the Redis Cluster hash tag, so keys spread evenly over the

@@ -8,28 +8,12 @@
 
 namespace sluice {
 
-namespace {
-
-redis::ClientOptions client_options(const RedisStoreOptions& o) {
-  redis::ClientOptions c;
-  c.endpoint.host = o.host;
-  c.endpoint.port = o.port;
-  c.endpoint.unix_path = o.unix_path;
-  c.username = o.username;
-  c.password = o.password;
-  c.database = o.database;
-  c.connections = o.connections;
-  c.connect_timeout = o.connect_timeout;
-  c.command_timeout = o.command_timeout;
-  return c;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 struct RedisStore::Impl {
   explicit Impl(RedisStoreOptions o)
       : options(std::move(o)),
-        client(client_options(options)),
+        client(redis::client_options(options)),
         breaker(options.breaker_min_open, options.breaker_max_open) {}
 
   RedisStoreOptions options;
