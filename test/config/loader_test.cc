@@ -1121,3 +1121,46 @@ TEST(ConfigCheck, PassingSourcesCompile) {
 
 }  // namespace
 }  // namespace sluice
+
+namespace sluice {
+namespace {
+
+TEST(ConfigFailureMode, AllowDenyAndBadValues) {
+  const auto p = Parse(
+      "domain: api\n"
+      "descriptors:\n"
+      "  - key: open\n"
+      "    rate_limit: {unit: second, requests_per_unit: 5}\n"
+      "  - key: closed\n"
+      "    rate_limit: {unit: second, requests_per_unit: 5, failure_mode: DENY}\n");
+  ASSERT_TRUE(p.errors.empty()) << Dump(p.errors);
+  ASSERT_EQ(p.source.domains.size(), 1u);
+  EXPECT_EQ(p.source.domains[0].descriptors[0].limits[0].failure_mode, FailureMode::kAllow);
+  EXPECT_EQ(p.source.domains[0].descriptors[1].limits[0].failure_mode, FailureMode::kDeny);
+
+  const auto bad = Parse(
+      "rules:\n"
+      "  - path: /login\n"
+      "    descriptors:\n"
+      "      - {key: user, unit: minute, requests_per_unit: 5, failure_mode: maybe}\n");
+  EXPECT_TRUE(HasError(bad.errors, "rules.yaml:4:71", "failure_mode: must be allow or deny"))
+      << Dump(bad.errors);
+}
+
+TEST(ConfigErrors, TokenBucketThatNeverRefills) {
+  // One token per 100 days, a burst of 1,000: over 100 years to refill.
+  const auto p = Parse(
+      "domain: api\n"
+      "descriptors:\n"
+      "  - key: user\n"
+      "    rate_limit:\n"
+      "      unit: day\n"
+      "      unit_multiplier: 100\n"
+      "      requests_per_unit: 1\n"
+      "      algorithm: token_bucket\n"
+      "      burst: 1000\n");
+  EXPECT_TRUE(HasError(p.errors, "rules.yaml:5:7", "over 100 years to refill")) << Dump(p.errors);
+}
+
+}  // namespace
+}  // namespace sluice
