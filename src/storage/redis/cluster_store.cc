@@ -33,8 +33,6 @@
 #include "storage/redis/breaker.h"
 #include "storage/redis/client.h"
 #include "storage/redis/decide.h"
-#include "storage/redis/script.h"
-#include "storage/redis/sha1.h"
 
 namespace sluice {
 
@@ -413,13 +411,9 @@ struct RedisClusterStore::Impl {
         return failed(unavailable("redis " + node->address +
                                   ": not answering; circuit open until a probe succeeds"));
       }
-      call.build(hits, keys, when, grace, sha);
-      CommandResult r = send(*node, call, asking);
-      if (r.status.ok() && redis::is_noscript(r.reply)) {
-        // Not cached on this node yet (a new master, SCRIPT FLUSH): EVAL caches it.
-        call.build(hits, keys, when, grace, "");
-        r = send(*node, call, asking);
-      }
+      CommandResult r = redis::run_decide_script(
+          call, hits, keys, when, grace,
+          [&](const redis::DecideCall& c) { return send(*node, c, asking); });
       if (!r.status.ok()) {
         if (r.status.code == Code::kTimeout || r.status.code == Code::kUnavailable) {
           node->breaker.on_failure();
@@ -587,7 +581,6 @@ struct RedisClusterStore::Impl {
 
   RedisClusterStoreOptions options;
   // The name every node gives the script once cached: EVALSHA sends only this.
-  const std::string sha = redis::sha1_hex(redis::kDecideScript);
   std::atomic<std::uint64_t> refreshes_{0};
   std::atomic<bool> stale_{false};
 

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "storage/redis/script.h"
+#include "storage/redis/sha1.h"
 
 namespace sluice::redis {
 
@@ -113,6 +114,11 @@ StoreStatus check_time(Micros now) noexcept {
                        "redis: time out of range (the store holds times up to 2^53 us, year 2255)"};
   }
   return {};
+}
+
+const std::string& decide_script_sha() {
+  static const std::string sha = sha1_hex(kDecideScript);
+  return sha;
 }
 
 bool is_noscript(const Reply& reply) noexcept {

@@ -51,8 +51,27 @@ StoreStatus read_decide_reply(const Reply& reply, std::span<const Hit> hits,
 // for integers below 2^53 microseconds (the year 2255).
 StoreStatus check_time(Micros now) noexcept;
 
+// decide_script_sha() returns the SHA-1 Redis names the decide script by (EVALSHA).
+const std::string& decide_script_sha();
+
 // is_noscript() tells whether a reply says the script is not cached (after SCRIPT FLUSH or a
 // restart).
 bool is_noscript(const Reply& reply) noexcept;
+
+// run_decide_script() builds `call` for the hits and sends it with `send` (a callable taking the
+// DecideCall and returning a CommandResult): EVALSHA first, and, if Redis no longer has the
+// script cached (NOSCRIPT after SCRIPT FLUSH or a restart), EVAL, which caches it again.
+template <class Send>
+CommandResult run_decide_script(DecideCall& call, std::span<const Hit> hits,
+                                std::span<const std::string> keys, Micros now,
+                                std::int64_t grace_ms, Send&& send) {
+  call.build(hits, keys, now, grace_ms, decide_script_sha());
+  CommandResult r = send(call);
+  if (r.status.ok() && is_noscript(r.reply)) {
+    call.build(hits, keys, now, grace_ms, "");
+    r = send(call);
+  }
+  return r;
+}
 
 }  // namespace sluice::redis

@@ -3,8 +3,6 @@
 #include "storage/redis/breaker.h"
 #include "storage/redis/client.h"
 #include "storage/redis/decide.h"
-#include "storage/redis/script.h"
-#include "storage/redis/sha1.h"
 
 namespace sluice {
 
@@ -19,8 +17,6 @@ struct RedisStore::Impl {
   RedisStoreOptions options;
   redis::Client client;
   redis::CircuitBreaker breaker;
-  // The name Redis gives the script once cached: EVALSHA sends only this.
-  const std::string sha = redis::sha1_hex(redis::kDecideScript);
 };
 
 RedisStore::RedisStore(RedisStoreOptions options)
@@ -69,13 +65,9 @@ StoreStatus RedisStore::decide(std::span<const Hit> hits, Micros now,
     const Micros when = impl_->options.redis_time ? -1 : now;
     const std::int64_t grace = impl_->options.expiry_grace.count();
 
-    call.build(hits, keys, when, grace, impl_->sha);
-    redis::CommandResult r = impl_->client.command(call.views());
-    if (r.status.ok() && redis::is_noscript(r.reply)) {
-      // The script cache was flushed (SCRIPT FLUSH, a restart): EVAL caches it again.
-      call.build(hits, keys, when, grace, "");
-      r = impl_->client.command(call.views());
-    }
+    redis::CommandResult r = redis::run_decide_script(
+        call, hits, keys, when, grace,
+        [this](const auto& c) { return impl_->client.command(c.views()); });
     if (!r.status.ok()) return r.status;
     return redis::read_decide_reply(r.reply, hits, out);
   } catch (const std::exception& e) {
