@@ -14,6 +14,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,6 +48,16 @@ std::vector<ConfigError> parse_rules(std::string_view text, const std::string& f
 // check_rules() runs the checks that span files (one domain defined twice, duplicate path
 // rules) and that compile() relies on.
 std::vector<ConfigError> check_rules(const RuleSource& source);
+
+// rule_files() lists the files load_rules() loads for `paths`, in load order, each once (a
+// file named twice, directly and through its directory, is listed the first time). Paths that
+// cannot be read add an error.
+std::vector<std::string> rule_files(const std::vector<std::string>& paths,
+                                    std::vector<ConfigError>& errors);
+
+// read_rule_file() reads a whole file; on failure returns nullopt and sets `message`
+// ("cannot read: No such file or directory").
+std::optional<std::string> read_rule_file(const std::string& path, std::string& message);
 
 // load_rules() loads files and directories as one snapshot.
 LoadResult load_rules(const std::vector<std::string>& paths);

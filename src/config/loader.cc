@@ -1249,29 +1249,40 @@ std::vector<ConfigError> check_rules(const RuleSource& source) {
   return errors;
 }
 
-LoadResult load_rules(const std::vector<std::string>& paths) {
-  LoadResult result;
-  std::vector<ConfigError>& errors = result.errors;
-  std::unordered_set<std::string> loaded;  // canonical paths, so no file loads twice
+std::optional<std::string> read_rule_file(const std::string& path, std::string& message) {
+  return read_file(path, message);
+}
+
+std::vector<std::string> rule_files(const std::vector<std::string>& paths,
+                                    std::vector<ConfigError>& errors) {
+  std::vector<std::string> files;
+  std::unordered_set<std::string> seen;  // canonical paths, so no file is listed twice
   for (const std::string& arg : paths) {
     for (const fs::path& file : collect(arg, errors)) {
       std::error_code ec;
       fs::path canonical = fs::weakly_canonical(file, ec);
       if (ec) canonical = file.lexically_normal();
-      if (!loaded.insert(canonical.string()).second) continue;
-      const std::string name = file.string();
-      std::string message;
-      std::optional<std::string> text = read_file(file, message);
-      if (!text) {
-        errors.push_back({{name, 0, 0}, std::move(message)});
-        continue;
-      }
-      // Files with errors add nothing, so the checks across files below see only good files
-      // and never repeat a file's own errors.
-      std::vector<ConfigError> file_errors = parse_rules(*text, name, result.source);
-      for (auto& e : file_errors)
-        errors.push_back(std::move(e));
+      if (seen.insert(canonical.string()).second) files.push_back(file.string());
     }
+  }
+  return files;
+}
+
+LoadResult load_rules(const std::vector<std::string>& paths) {
+  LoadResult result;
+  std::vector<ConfigError>& errors = result.errors;
+  for (const std::string& name : rule_files(paths, errors)) {
+    std::string message;
+    std::optional<std::string> text = read_file(name, message);
+    if (!text) {
+      errors.push_back({{name, 0, 0}, std::move(message)});
+      continue;
+    }
+    // Files with errors add nothing, so the checks across files below see only good files
+    // and never repeat a file's own errors.
+    std::vector<ConfigError> file_errors = parse_rules(*text, name, result.source);
+    for (auto& e : file_errors)
+      errors.push_back(std::move(e));
   }
   for (auto& e : check_rules(result.source))
     errors.push_back(std::move(e));

@@ -539,7 +539,7 @@ int run_demo(const std::vector<std::string>& configs) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"sluice — a rate limiter: check rule files, decide requests, replay traces"};
+  CLI::App app{"sluice — a rate limiter: serve, check rule files, decide requests, replay traces"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("sluice ") + SLUICE_VERSION);
 
@@ -611,6 +611,9 @@ int main(int argc, char** argv) {
                    "Rule file or directory with the demo domain (default: examples)")
       ->allow_extra_args(false);
 
+  ServeCommand serve;
+  add_serve_command(app, serve);
+
   // CLI11 would say "A subcommand is required" for a misspelt command; name it instead.
   if (argc >= 2 && argv[1][0] != '-') {
     const std::string_view command = argv[1];
@@ -619,7 +622,7 @@ int main(int argc, char** argv) {
       known |= sub->get_name() == command;
     if (!known) {
       std::cerr << "sluice: unknown command '" << command
-                << "' (commands: validate, check, replay, demo, version)\n"
+                << "' (commands: serve, validate, check, replay, demo, version)\n"
                 << "Run with --help for more information.\n";
       return 2;
     }
@@ -641,6 +644,7 @@ int main(int argc, char** argv) {
     if (*check) return run_check(check_options);
     if (*replay) return run_replay(replay_options);
     if (*demo) return run_demo(demo_configs);
+    if (*serve.app) return run_serve(serve);
   } catch (const std::exception& e) {
     std::cerr << "sluice: " << e.what() << "\n";
     return 1;

@@ -1,0 +1,67 @@
+#include "server/grpc_server.h"
+
+#include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
+
+#include "server/convert.h"
+#include "server/http_server.h"
+
+namespace sluice::server {
+
+grpc::Status RateLimitService::ShouldRateLimit(grpc::ServerContext*,
+                                               const rls::RateLimitRequest* request,
+                                               rls::RateLimitResponse* response) {
+  Request req;
+  std::string error;
+  if (!to_request(*request, req, error)) {
+    metrics_.record_error(Api::kGrpc);
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const Decision decision = limiter_.decide(req);
+  const Micros elapsed = std::chrono::duration_cast<std::chrono::microseconds>(
+                             std::chrono::steady_clock::now() - start)
+                             .count();
+  metrics_.record(Api::kGrpc, req.domain, decision, elapsed);
+  to_response(decision, req, *response);
+  return grpc::Status::OK;
+}
+
+GrpcServer::~GrpcServer() {
+  shutdown(std::chrono::milliseconds(0));
+}
+
+bool GrpcServer::start(const std::vector<grpc::Service*>& services, std::string& error) {
+  std::string host;
+  std::uint16_t port = 0;
+  if (!parse_listen(options_.listen, host, port, error)) return false;
+  // The built-in implementation of grpc.health.v1.Health; a process-wide switch, set before
+  // the server is built.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int selected = 0;
+  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &selected);
+  builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  for (grpc::Service* s : services)
+    builder.RegisterService(s);
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || selected == 0) {
+    error = "cannot listen on " + options_.listen + " (gRPC)";
+    if (server_ != nullptr) server_->Shutdown();
+    server_.reset();
+    return false;
+  }
+  port_ = static_cast<std::uint16_t>(selected);
+  if (auto* health = server_->GetHealthCheckService()) health->SetServingStatus(true);
+  return true;
+}
+
+void GrpcServer::shutdown(std::chrono::milliseconds grace) {
+  if (server_ == nullptr) return;
+  if (auto* health = server_->GetHealthCheckService()) health->SetServingStatus(false);
+  server_->Shutdown(std::chrono::system_clock::now() + grace);
+  server_->Wait();
+  server_.reset();
+}
+
+}  // namespace sluice::server

@@ -1,0 +1,60 @@
+// The gRPC front end: Envoy's RateLimitService (envoy.service.ratelimit.v3) on the limiter, and
+// gRPC's standard health service (grpc.health.v1.Health), which answers SERVING until shutdown.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
+#include "server/metrics.h"
+#include "sluice/limiter.h"
+
+namespace sluice::server {
+
+// RateLimitService decides ShouldRateLimit calls with a Limiter.
+class RateLimitService final : public envoy::service::ratelimit::v3::RateLimitService::Service {
+ public:
+  RateLimitService(Limiter& limiter, Metrics& metrics) : limiter_(limiter), metrics_(metrics) {}
+  grpc::Status ShouldRateLimit(grpc::ServerContext* context,
+                               const envoy::service::ratelimit::v3::RateLimitRequest* request,
+                               envoy::service::ratelimit::v3::RateLimitResponse* response) override;
+
+ private:
+  Limiter& limiter_;
+  Metrics& metrics_;
+};
+
+struct GrpcServerOptions {
+  std::string listen = "127.0.0.1:8081";  // host:port; port 0 picks a free one
+  int max_message_bytes = 1 << 20;
+};
+
+// GrpcServer runs gRPC services on one listening address. The services must outlive it.
+class GrpcServer {
+ public:
+  explicit GrpcServer(GrpcServerOptions options) : options_(std::move(options)) {}
+  ~GrpcServer();
+  GrpcServer(const GrpcServer&) = delete;
+  GrpcServer& operator=(const GrpcServer&) = delete;
+
+  // start() listens and serves `services` plus the health service. False with `error` when it
+  // cannot listen.
+  bool start(const std::vector<grpc::Service*>& services, std::string& error);
+  std::uint16_t port() const noexcept { return port_; }
+  // shutdown() reports NOT_SERVING, stops accepting calls, lets the calls in flight finish
+  // (cancelling what still runs after `grace`) and waits. Idempotent.
+  void shutdown(std::chrono::milliseconds grace = std::chrono::seconds(10));
+
+ private:
+  GrpcServerOptions options_;
+  std::unique_ptr<grpc::Server> server_;
+  std::uint16_t port_ = 0;
+};
+
+}  // namespace sluice::server

@@ -1,0 +1,267 @@
+#include "server/http_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <charconv>
+#include <optional>
+
+namespace sluice::server {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+using tcp = net::ip::tcp;
+
+bool parse_listen(const std::string& listen, std::string& host, std::uint16_t& port,
+                  std::string& error) {
+  const std::size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) {
+    error = "listen address \"" + listen + "\": expected host:port";
+    return false;
+  }
+  host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  if (host.empty()) host = "0.0.0.0";
+  const std::string p = listen.substr(colon + 1);
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), value);
+  if (p.empty() || ec != std::errc() || end != p.data() + p.size() || value > 65535) {
+    error = "listen address \"" + listen + "\": port must be 0-65535";
+    return false;
+  }
+  port = static_cast<std::uint16_t>(value);
+  return true;
+}
+
+// Session is one connection: read a request, hand it to the handler, write the response, repeat.
+class HttpServer::Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(HttpServer& server, tcp::socket socket) : server_(server), stream_(std::move(socket)) {}
+  ~Session() { server_.remove(this); }
+
+  void start() {
+    server_.add(shared_from_this());
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
+  }
+
+  // stop_if_idle() closes the connection if it waits for a request; one being handled is
+  // answered first (then the connection closes, as the server is stopping).
+  void stop_if_idle() {
+    if (!busy_) {
+      beast::error_code ec;
+      stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+      stream_.socket().close(ec);
+    }
+  }
+
+  beast::tcp_stream& stream() { return stream_; }
+
+ private:
+  void read() {
+    busy_ = false;
+    if (server_.stopping_.load(std::memory_order_relaxed)) return close();
+    parser_.emplace();
+    parser_->body_limit(server_.options_.max_body_bytes);
+    parser_->header_limit(static_cast<std::uint32_t>(server_.options_.max_header_bytes));
+    stream_.expires_after(server_.options_.idle_timeout);
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+  }
+
+  void on_header(beast::error_code ec) {
+    busy_ = true;
+    if (ec) return on_read(ec);
+    const auto& req = parser_->get();
+    auto expect = req.find(http::field::expect);
+    if (expect != req.end() && beast::iequals(expect->value(), "100-continue")) {
+      // The client waits for this before it sends the body (curl does, for large PUTs).
+      auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_,
+                                                                     req.version());
+      http::async_write(stream_, *cont,
+                        [self = shared_from_this(), cont](beast::error_code wec, std::size_t) {
+                          if (wec) return self->close();
+                          self->read_body();
+                        });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == net::error::operation_aborted ||
+        ec == beast::error::timeout || ec == net::error::eof ||
+        ec == net::error::connection_reset || ec == net::error::bad_descriptor) {
+      return close();
+    }
+    if (ec) {
+      // The request cannot be read: answer why, then close (the stream's framing is lost).
+      http::status status = http::status::bad_request;
+      std::string what = "bad request: " + ec.message();
+      if (ec == http::error::body_limit) {
+        status = http::status::payload_too_large;
+        what = "request body too large: the limit is " +
+               std::to_string(server_.options_.max_body_bytes) + " bytes";
+      } else if (ec == http::error::header_limit) {
+        status = http::status::request_header_fields_too_large;
+        what = "request headers too large";
+      }
+      res_ = HttpResponse(status, 11);
+      res_.set(http::field::content_type, "application/json");
+      res_.body() = "{\"error\":\"" + what + "\"}\n";
+      res_.keep_alive(false);
+      return write();
+    }
+    HttpRequest request = parser_->release();
+    try {
+      res_ = server_.handler_(request);
+    } catch (const std::exception& e) {
+      spdlog::error("http handler: {}", e.what());
+      res_ = HttpResponse(http::status::internal_server_error, request.version());
+      res_.set(http::field::content_type, "application/json");
+      res_.body() = "{\"error\":\"internal error\"}\n";
+    }
+    res_.version(request.version());
+    res_.keep_alive(request.keep_alive() && !server_.stopping_.load(std::memory_order_relaxed));
+    write();
+  }
+
+  void write() {
+    res_.prepare_payload();
+    http::async_write(stream_, res_,
+                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                        if (ec || !self->res_.keep_alive()) return self->close();
+                        self->read();
+                      });
+  }
+
+  void close() {
+    busy_ = false;
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.socket().close(ec);
+  }
+
+  HttpServer& server_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  HttpResponse res_;
+  bool busy_ = false;  // a request is being read past its header, handled or answered
+};
+
+HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler)
+    : options_(std::move(options)), handler_(std::move(handler)), acceptor_(io_) {}
+
+HttpServer::~HttpServer() {
+  shutdown(std::chrono::milliseconds(0));
+}
+
+bool HttpServer::start(std::string& error) {
+  std::string host;
+  std::uint16_t port = 0;
+  if (!parse_listen(options_.listen, host, port, error)) return false;
+  beast::error_code ec;
+  const net::ip::address address = net::ip::make_address(host, ec);
+  if (ec) {
+    error = "listen address \"" + options_.listen + "\": \"" + host + "\" is not an IP address";
+    return false;
+  }
+  const tcp::endpoint endpoint(address, port);
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    error = "cannot listen on " + options_.listen + ": " + ec.message();
+    beast::error_code ignored;
+    acceptor_.close(ignored);
+    return false;
+  }
+  port_ = acceptor_.local_endpoint().port();
+  accept();
+  unsigned n = options_.threads != 0 ? options_.threads : std::thread::hardware_concurrency();
+  if (n == 0) n = 1;
+  for (unsigned i = 0; i < n; ++i)
+    threads_.emplace_back([this] { io_.run(); });
+  return true;
+}
+
+void HttpServer::accept() {
+  acceptor_.async_accept(net::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
+    if (stopping_.load()) return;
+    if (!ec) {
+      beast::error_code nodelay_ec;
+      socket.set_option(tcp::no_delay(true), nodelay_ec);
+      std::make_shared<Session>(*this, std::move(socket))->start();
+    } else if (ec == net::error::operation_aborted) {
+      return;
+    } else {
+      // Out of descriptors, say: log and go on accepting once the moment has passed.
+      spdlog::warn("http accept: {}", ec.message());
+    }
+    accept();
+  });
+}
+
+void HttpServer::add(const std::shared_ptr<Session>& session) {
+  std::lock_guard<std::mutex> lock(sessions_mu_);
+  sessions_.emplace(session.get(), session);
+}
+
+void HttpServer::remove(Session* session) {
+  std::lock_guard<std::mutex> lock(sessions_mu_);
+  sessions_.erase(session);
+}
+
+void HttpServer::shutdown(std::chrono::milliseconds grace) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  stopping_.store(true);
+  net::post(acceptor_.get_executor(), [this] {
+    beast::error_code ec;
+    acceptor_.close(ec);
+  });
+  std::vector<std::shared_ptr<Session>> live;
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    for (auto& [ptr, weak] : sessions_)
+      if (auto s = weak.lock()) live.push_back(std::move(s));
+  }
+  for (auto& s : live)
+    net::post(s->stream().get_executor(), [s] { s->stop_if_idle(); });
+  live.clear();
+  // The threads return once every connection has closed; past the grace period, cut them off.
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while (std::chrono::steady_clock::now() < deadline) {
+    {
+      std::lock_guard<std::mutex> lock(sessions_mu_);
+      if (sessions_.empty()) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    if (!sessions_.empty()) io_.stop();
+  }
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+  threads_.clear();
+}
+
+}  // namespace sluice::server

@@ -1,0 +1,80 @@
+// An HTTP/1.1 server on Boost.Beast: keep-alive, pipelining-safe (one request at a time per
+// connection, in order), bounded headers and bodies, idle timeouts, `Expect: 100-continue`, and
+// a graceful shutdown that finishes the requests in flight.
+//
+// The server knows nothing of rate limiting: it hands each complete request to a handler and
+// writes back what the handler returns. The handler runs on one of the server's threads.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace sluice::server {
+
+namespace http = boost::beast::http;
+using HttpRequest = http::request<http::string_body>;
+using HttpResponse = http::response<http::string_body>;
+using HttpHandler = std::function<HttpResponse(HttpRequest& request)>;
+
+struct HttpServerOptions {
+  std::string listen = "127.0.0.1:8080";  // host:port; port 0 picks a free one
+  unsigned threads = 0;                   // 0: one per core
+  std::size_t max_body_bytes = 1 << 20;   // larger bodies get 413
+  std::size_t max_header_bytes = 16 << 10;
+  std::chrono::milliseconds idle_timeout{60'000};
+};
+
+// parse_listen() splits "host:port" ("[::1]:80", ":8080" = all addresses). False on error.
+bool parse_listen(const std::string& listen, std::string& host, std::uint16_t& port,
+                  std::string& error);
+
+class HttpServer {
+ public:
+  HttpServer(HttpServerOptions options, HttpHandler handler);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // start() binds, listens and starts the threads. False with `error` when it cannot listen.
+  bool start(std::string& error);
+  // port() is the bound port (after start()).
+  std::uint16_t port() const noexcept { return port_; }
+  // shutdown() stops accepting, lets the requests in flight finish and be answered (their
+  // connections then close), closes idle connections, and joins the threads; what is still
+  // running after `grace` is cut off. Idempotent.
+  void shutdown(std::chrono::milliseconds grace = std::chrono::seconds(10));
+
+  class Session;
+
+ private:
+  void accept();
+  void add(const std::shared_ptr<Session>& session);
+  void remove(Session* session);
+
+  HttpServerOptions options_;
+  HttpHandler handler_;
+  std::atomic<bool> stopping_{false};
+  // Declared before io_: sessions still queued in io_ unregister themselves when it is destroyed.
+  std::mutex sessions_mu_;
+  std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;
+  boost::asio::io_context io_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  std::vector<std::thread> threads_;
+  std::uint16_t port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace sluice::server
