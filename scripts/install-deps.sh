@@ -8,6 +8,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libxxhash-dev
   libboost1.81-dev libhiredis-dev redis-server redis-tools
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev libspdlog-dev
+  nginx wrk
 )
 
 missing=()
