@@ -8,12 +8,28 @@
 
 namespace sluice::server {
 
-grpc::Status RateLimitService::ShouldRateLimit(grpc::ServerContext*,
-                                               const rls::RateLimitRequest* request,
-                                               rls::RateLimitResponse* response) {
+grpc::Status RateLimitService::StreamedShouldRateLimit(
+    grpc::ServerContext*,
+    grpc::ServerUnaryStreamer<rls::RateLimitRequest, rls::RateLimitResponse>* stream) {
+  rls::RateLimitRequest request;
+  if (!stream->Read(&request)) {
+    metrics_.record_error(Api::kGrpc);
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "malformed RateLimitRequest: not a valid protobuf message");
+  }
+  rls::RateLimitResponse response;
+  grpc::Status status = decide(request, response);
+  if (!status.ok()) return status;
+  if (!stream->Write(response))
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the response could not be sent");
+  return grpc::Status::OK;
+}
+
+grpc::Status RateLimitService::decide(const rls::RateLimitRequest& request,
+                                      rls::RateLimitResponse& response) {
   Request req;
   std::string error;
-  if (!to_request(*request, req, error)) {
+  if (!to_request(request, req, error)) {
     metrics_.record_error(Api::kGrpc);
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, error);
   }
@@ -23,7 +39,7 @@ grpc::Status RateLimitService::ShouldRateLimit(grpc::ServerContext*,
                              std::chrono::steady_clock::now() - start)
                              .count();
   metrics_.record(Api::kGrpc, req.domain, decision, elapsed);
-  to_response(decision, req, *response);
+  to_response(decision, req, response);
   return grpc::Status::OK;
 }
 

@@ -17,13 +17,22 @@
 
 namespace sluice::server {
 
-// RateLimitService decides ShouldRateLimit calls with a Limiter.
-class RateLimitService final : public envoy::service::ratelimit::v3::RateLimitService::Service {
+namespace rls = envoy::service::ratelimit::v3;
+
+// RateLimitService decides ShouldRateLimit calls with a Limiter. It reads the request itself
+// (gRPC's "streamed unary" form of the same unary method, identical on the wire) so that a
+// malformed message gets INVALID_ARGUMENT with a message, where gRPC's own reading answers
+// INTERNAL with none.
+class RateLimitService final
+    : public rls::RateLimitService::WithStreamedUnaryMethod_ShouldRateLimit<
+          rls::RateLimitService::Service> {
  public:
   RateLimitService(Limiter& limiter, Metrics& metrics) : limiter_(limiter), metrics_(metrics) {}
-  grpc::Status ShouldRateLimit(grpc::ServerContext* context,
-                               const envoy::service::ratelimit::v3::RateLimitRequest* request,
-                               envoy::service::ratelimit::v3::RateLimitResponse* response) override;
+  grpc::Status StreamedShouldRateLimit(
+      grpc::ServerContext* context,
+      grpc::ServerUnaryStreamer<rls::RateLimitRequest, rls::RateLimitResponse>* stream) override;
+  // decide() answers one request.
+  grpc::Status decide(const rls::RateLimitRequest& request, rls::RateLimitResponse& response);
 
  private:
   Limiter& limiter_;

@@ -125,6 +125,7 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
       res_.set(http::field::content_type, "application/json");
       res_.body() = "{\"error\":\"" + what + "\"}\n";
       res_.keep_alive(false);
+      linger_ = true;
       return write();
     }
     HttpRequest request = parser_->release();
@@ -145,9 +146,27 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
     res_.prepare_payload();
     http::async_write(stream_, res_,
                       [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                        if (!ec && self->linger_) return self->linger();
                         if (ec || !self->res_.keep_alive()) return self->close();
                         self->read();
                       });
+  }
+
+  // linger() closes after a refused request as nginx's lingering close does: stop sending, then
+  // read and discard what the client still sends (bounded in bytes and time), so that a client
+  // still writing the body it was refused for reads the answer instead of a reset.
+  void linger() {
+    constexpr std::size_t kChunk = 16 << 10;
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (!scratch_) scratch_ = std::make_unique<char[]>(kChunk);
+    stream_.expires_after(std::chrono::seconds(2));
+    stream_.async_read_some(net::buffer(scratch_.get(), kChunk),
+                            [self = shared_from_this()](beast::error_code rec, std::size_t n) {
+                              self->drained_ += n;
+                              if (rec || self->drained_ > (64u << 20)) return self->close();
+                              self->linger();
+                            });
   }
 
   void close() {
@@ -163,6 +182,9 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpResponse res_;
   bool busy_ = false;  // a request is being read past its header, handled or answered
+  bool linger_ = false;
+  std::unique_ptr<char[]> scratch_;  // what linger() reads into
+  std::size_t drained_ = 0;
 };
 
 HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler)
