@@ -1,13 +1,6 @@
 #include "support/redis_harness.h"
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,54 +8,35 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <limits>
-#include <mutex>
-#include <random>
 #include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
 
+#include "support/harness_common.h"
+
 namespace sluice::testing {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using harness::Clock;
+using harness::DeadlineStream;
 using std::chrono::milliseconds;
 
-constexpr auto kStartTimeout = std::chrono::seconds(10);
-constexpr auto kStopTimeout = std::chrono::seconds(10);
 constexpr auto kClusterCreateTimeout = std::chrono::seconds(60);
 constexpr auto kClusterWaitTimeout = std::chrono::seconds(20);
 constexpr auto kFailoverTimeout = std::chrono::seconds(30);
 constexpr int kSlots = 16384;
 constexpr std::size_t kMigrateBatch = 100;
-// Ports below the kernel's ephemeral range (32768+), with the cluster bus port (+10000) too.
-constexpr int kMinPort = 11000;
-constexpr int kMaxPort = 22767;
+// Redis Cluster's bus port is the client port + 10000.
 constexpr int kBusOffset = 10000;
-
-std::string errno_text(const char* what) {
-  return std::string(what) + ": " + std::strerror(errno);
-}
-
-int remaining_ms(Clock::time_point deadline) {
-  const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
-  return static_cast<int>(std::clamp<long long>(left, 0, std::numeric_limits<int>::max()));
-}
-
-const char* env_or(const char* name, const char* fallback) {
-  const char* v = std::getenv(name);
-  return (v != nullptr && *v != '\0') ? v : fallback;
-}
+constexpr const char* kTempPrefix = "sluice-redis-";
 
 std::string redis_server_bin() {
-  return env_or("SLUICE_REDIS_SERVER", "/usr/bin/redis-server");
+  return harness::env_or("SLUICE_REDIS_SERVER", "/usr/bin/redis-server");
 }
 std::string redis_cli_bin() {
-  return env_or("SLUICE_REDIS_CLI", "/usr/bin/redis-cli");
+  return harness::env_or("SLUICE_REDIS_CLI", "/usr/bin/redis-cli");
 }
 
 std::string join(const std::vector<std::string>& parts, std::string_view sep) {
@@ -74,82 +48,17 @@ std::string join(const std::vector<std::string>& parts, std::string_view sep) {
   return out;
 }
 
-// argv for messages: empty or spaced arguments quoted.
-std::string show_command(const std::vector<std::string>& argv) {
-  std::string out;
-  for (const auto& a : argv) {
-    if (!out.empty()) out += ' ';
-    out += (a.empty() || a.find_first_of(" \t\"") != std::string::npos) ? "\"" + a + "\"" : a;
-  }
-  return out;
-}
-
-std::string tail_of_file(const std::string& path, std::size_t lines) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return "";
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string text = ss.str();
-  while (!text.empty() && text.back() == '\n')
-    text.pop_back();
-  std::size_t pos = text.size();
-  for (std::size_t n = 0; n < lines && pos != std::string::npos && pos > 0; ++n) {
-    pos = text.rfind('\n', pos - 1);
-  }
-  if (pos == std::string::npos || pos == 0) return text;
-  return text.substr(pos + 1);
-}
-
-std::string describe_status(int status) {
-  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
-  return "status " + std::to_string(status);
-}
-
 // ---- RESP over a socket ----------------------------------------------------------------------
 
 class Connection {
  public:
-  Connection(int fd, Clock::time_point deadline, std::string peer)
-      : fd_(fd), deadline_(deadline), peer_(std::move(peer)) {}
-  ~Connection() { ::close(fd_); }
-  Connection(const Connection&) = delete;
-  Connection& operator=(const Connection&) = delete;
+  explicit Connection(DeadlineStream stream) : stream_(std::move(stream)) {}
 
-  void wait_connected() {
-    pollfd p{fd_, POLLOUT, 0};
-    const int r = ::poll(&p, 1, remaining_ms(deadline_));
-    if (r == 0) fail("timed out connecting");
-    if (r < 0) fail(errno_text("poll"));
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) != 0) fail(errno_text("getsockopt"));
-    if (err != 0) fail(std::string("connect: ") + std::strerror(err));
-  }
-
-  void write_all(const std::string& data) {
-    std::size_t off = 0;
-    while (off < data.size()) {
-      const ssize_t n = ::send(fd_, data.data() + off, data.size() - off, MSG_NOSIGNAL);
-      if (n > 0) {
-        off += static_cast<std::size_t>(n);
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        pollfd p{fd_, POLLOUT, 0};
-        const int r = ::poll(&p, 1, remaining_ms(deadline_));
-        if (r == 0) fail("timed out writing");
-        if (r < 0 && errno != EINTR) fail(errno_text("poll"));
-        continue;
-      }
-      fail(errno_text("send"));
-    }
-  }
+  void write_all(const std::string& data) { stream_.write_all(data); }
 
   Reply read_reply(int depth = 0) {
     if (depth > 16) fail("reply nested too deeply");
-    const std::string line = read_line();
+    const std::string line = stream_.read_line();
     if (line.empty()) fail("empty reply line");
     const std::string rest = line.substr(1);
     Reply reply;
@@ -170,7 +79,7 @@ class Connection {
         const long long len = parse_int(rest);
         if (len < 0) return reply;  // nil
         reply.type = Reply::Type::kBulk;
-        reply.str = read_exact(static_cast<std::size_t>(len) + 2);
+        reply.str = stream_.read_exact(static_cast<std::size_t>(len) + 2);
         if (reply.str.substr(reply.str.size() - 2) != "\r\n") fail("bulk not terminated by CRLF");
         reply.str.resize(reply.str.size() - 2);
         return reply;
@@ -190,9 +99,7 @@ class Connection {
   }
 
  private:
-  [[noreturn]] void fail(const std::string& what) const {
-    throw std::runtime_error("redis " + peer_ + ": " + what);
-  }
+  [[noreturn]] void fail(const std::string& what) const { stream_.fail(what); }
 
   long long parse_int(const std::string& s) const {
     try {
@@ -205,49 +112,7 @@ class Connection {
     }
   }
 
-  void fill() {
-    char chunk[16384];
-    for (;;) {
-      const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-      if (n > 0) {
-        buf_.append(chunk, static_cast<std::size_t>(n));
-        return;
-      }
-      if (n == 0) fail("connection closed by the server");
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) fail(errno_text("recv"));
-      pollfd p{fd_, POLLIN, 0};
-      const int r = ::poll(&p, 1, remaining_ms(deadline_));
-      if (r == 0) fail("timed out waiting for a reply");
-      if (r < 0 && errno != EINTR) fail(errno_text("poll"));
-    }
-  }
-
-  std::string read_line() {
-    for (;;) {
-      const std::size_t end = buf_.find("\r\n", pos_);
-      if (end != std::string::npos) {
-        std::string line = buf_.substr(pos_, end - pos_);
-        pos_ = end + 2;
-        return line;
-      }
-      fill();
-    }
-  }
-
-  std::string read_exact(std::size_t n) {
-    while (buf_.size() - pos_ < n)
-      fill();
-    std::string out = buf_.substr(pos_, n);
-    pos_ += n;
-    return out;
-  }
-
-  int fd_;
-  Clock::time_point deadline_;
-  std::string peer_;
-  std::string buf_;
-  std::size_t pos_ = 0;
+  DeadlineStream stream_;
 };
 
 std::string encode(const std::vector<std::string>& argv) {
@@ -264,7 +129,6 @@ std::string encode(const std::vector<std::string>& argv) {
 // AUTH error replaces them all: they'd all be NOAUTH).
 std::vector<Reply> exchange(Connection& conn, const std::vector<std::vector<std::string>>& commands,
                             const std::string& password) {
-  conn.wait_connected();
   std::string out = password.empty() ? "" : encode({"AUTH", password});
   for (const auto& argv : commands)
     out += encode(argv);
@@ -278,169 +142,7 @@ std::vector<Reply> exchange(Connection& conn, const std::vector<std::vector<std:
   return replies;
 }
 
-// ---- processes --------------------------------------------------------------------------------
-
-// argv[0] itself if it has a '/', else its first executable match on $PATH.
-std::string resolve_executable(const std::string& name) {
-  if (name.find('/') != std::string::npos) return name;
-  std::istringstream path(env_or("PATH", "/usr/local/bin:/usr/bin:/bin"));
-  for (std::string dir; std::getline(path, dir, ':');) {
-    const std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  throw std::runtime_error(name + ": not found on $PATH");
-}
-
-// fork/exec argv[0] (resolved on $PATH) in `cwd`, stdin from /dev/null, stdout and stderr to
-// out_fd. The child gets SIGKILL when the parent (thread) dies.
-pid_t spawn(const std::vector<std::string>& argv, const std::string& cwd, int out_fd) {
-  const std::string exe = resolve_executable(argv.at(0));
-  std::vector<char*> cargv;
-  cargv.reserve(argv.size() + 1);
-  for (const auto& a : argv)
-    cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error(errno_text("fork"));
-  if (pid == 0) {
-    // Child: async-signal-safe calls only.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(126);
-    sigset_t none;
-    ::sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) ::_exit(126);
-    const int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull < 0 || ::dup2(devnull, 0) < 0 || ::dup2(out_fd, 1) < 0 || ::dup2(out_fd, 2) < 0) {
-      ::_exit(126);
-    }
-    ::close_range(3, ~0U, 0);
-    ::execve(exe.c_str(), cargv.data(), environ);
-    ::_exit(127);
-  }
-  return pid;
-}
-
-// Reaps `pid` (blocking), retrying on EINTR; returns the wait status.
-int wait_exit(pid_t pid) {
-  for (;;) {
-    int status = 0;
-    const pid_t r = ::waitpid(pid, &status, 0);
-    if (r == pid && (WIFEXITED(status) || WIFSIGNALED(status))) return status;
-    if (r < 0 && errno != EINTR) return -1;
-  }
-}
-
-struct ProcessResult {
-  int status = 0;
-  std::string output;
-};
-
-// Runs a command to completion, capturing stdout+stderr; SIGKILLs it past the timeout.
-ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error(errno_text("pipe2"));
-  pid_t pid = -1;
-  try {
-    pid = spawn(argv, "", fds[1]);
-  } catch (...) {
-    ::close(fds[0]);
-    ::close(fds[1]);
-    throw;
-  }
-  ::close(fds[1]);
-  const auto deadline = Clock::now() + timeout;
-  ProcessResult result;
-  bool timed_out = false;
-  for (;;) {
-    pollfd p{fds[0], POLLIN, 0};
-    const int r = ::poll(&p, 1, remaining_ms(deadline));
-    if (r == 0) {
-      timed_out = true;
-      break;
-    }
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    char chunk[4096];
-    const ssize_t n = ::read(fds[0], chunk, sizeof chunk);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    result.output.append(chunk, static_cast<std::size_t>(n));
-  }
-  ::close(fds[0]);
-  if (timed_out) ::kill(pid, SIGKILL);
-  result.status = wait_exit(pid);
-  if (timed_out) {
-    throw std::runtime_error("`" + show_command(argv) + "` timed out after " +
-                             std::to_string(timeout.count()) + " s; output:\n" + result.output);
-  }
-  return result;
-}
-
 // ---- ports ------------------------------------------------------------------------------------
-
-bool bindable(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
-
-// A random port in [kMinPort, kMaxPort] that, with its cluster bus port, is bindable now and was
-// not handed out before in this process. Random so that test binaries running in parallel rarely
-// collide; a collision that still happens shows up as redis-server failing to bind, and start()
-// then tries another port.
-int pick_port() {
-  static std::mutex mu;
-  static std::set<int> handed_out;
-  static std::mt19937 rng(std::random_device{}() ^ static_cast<unsigned>(::getpid()) ^
-                          static_cast<unsigned>(Clock::now().time_since_epoch().count()));
-  std::lock_guard lock(mu);
-  std::uniform_int_distribution<int> dist(kMinPort, kMaxPort);
-  for (int attempt = 0; attempt < 2000; ++attempt) {
-    const int port = dist(rng);
-    if (handed_out.contains(port) || handed_out.contains(port + kBusOffset) ||
-        handed_out.contains(port - kBusOffset)) {
-      continue;
-    }
-    if (bindable(port) && bindable(port + kBusOffset)) {
-      handed_out.insert(port);
-      return port;
-    }
-  }
-  throw std::runtime_error("could not find a free loopback port pair (p, p+10000) in [" +
-                           std::to_string(kMinPort) + ", " + std::to_string(kMaxPort) + "]");
-}
-
-// Temp dirs left behind by test processes that died without running destructors (SIGKILL, e.g. a
-// ctest timeout; their servers died with them, by PDEATHSIG): removed once per process. Only dirs
-// whose owner file names a process that no longer exists are touched.
-constexpr const char* kTempPrefix = "sluice-redis-";
-constexpr const char* kOwnerFile = "harness.pid";
-
-void sweep_stale_dirs() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    std::error_code ec;
-    for (const auto& entry : std::filesystem::directory_iterator("/tmp", ec)) {
-      if (entry.path().filename().string().rfind(kTempPrefix, 0) != 0) continue;
-      std::ifstream in(entry.path() / kOwnerFile);
-      long owner = 0;
-      if (!(in >> owner) || owner <= 0) continue;
-      if (::kill(static_cast<pid_t>(owner), 0) == 0 || errno != ESRCH) continue;
-      std::error_code ignored;
-      std::filesystem::remove_all(entry.path(), ignored);
-    }
-  });
-}
 
 struct PortInUse : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -545,22 +247,8 @@ std::vector<Reply> redis_pipeline(const std::string& host, int port,
                                   const std::vector<std::vector<std::string>>& commands,
                                   std::chrono::milliseconds timeout, const std::string& password) {
   const auto deadline = Clock::now() + timeout;
-  const std::string peer = host + ":" + std::to_string(port);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
-    throw std::runtime_error("redis " + peer + ": not an IPv4 address");
-  }
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) throw std::runtime_error("redis " + peer + ": " + errno_text("socket"));
-  Connection conn(fd, deadline, peer);
-  // Close with RST: the many short-lived connections of polling loops leave no TIME_WAIT behind.
-  const linger no_linger{1, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &no_linger, sizeof no_linger);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 && errno != EINPROGRESS) {
-    throw std::runtime_error("redis " + peer + ": " + errno_text("connect"));
-  }
+  Connection conn(DeadlineStream::connect_tcp(host, port, deadline,
+                                              "redis " + host + ":" + std::to_string(port)));
   return exchange(conn, commands, password);
 }
 
@@ -572,18 +260,7 @@ Reply redis_call(const std::string& host, int port, const std::vector<std::strin
 Reply redis_call_unix(const std::string& path, const std::vector<std::string>& argv,
                       std::chrono::milliseconds timeout, const std::string& password) {
   const auto deadline = Clock::now() + timeout;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) {
-    throw std::runtime_error("redis " + path + ": unix socket path too long");
-  }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) throw std::runtime_error("redis " + path + ": " + errno_text("socket"));
-  Connection conn(fd, deadline, path);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 && errno != EINPROGRESS) {
-    throw std::runtime_error("redis " + path + ": " + errno_text("connect"));
-  }
+  Connection conn(DeadlineStream::connect_unix(path, deadline, "redis " + path));
   return exchange(conn, {argv}, password).front();
 }
 
@@ -592,17 +269,12 @@ Reply redis_call_unix(const std::string& path, const std::vector<std::string>& a
 RedisServer::RedisServer() : RedisServer(Options{}) {}
 
 RedisServer::RedisServer(Options options) : options_(std::move(options)) {
-  sweep_stale_dirs();
-  std::string tmpl = std::string("/tmp/") + kTempPrefix + "XXXXXX";
-  if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error(errno_text("mkdtemp"));
-  dir_ = tmpl;
-  std::ofstream(dir_ + "/" + kOwnerFile) << ::getpid() << "\n";
+  dir_ = harness::make_temp_dir(kTempPrefix);
   if (options_.unix_socket) unix_path_ = dir_ + "/redis.sock";
   try {
     start();
   } catch (...) {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
+    harness::remove_temp_dir(dir_);
     throw;
   }
 }
@@ -612,19 +284,14 @@ RedisServer::~RedisServer() {
     stop();
   } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw
   }
-  std::error_code ec;
-  if (std::getenv("SLUICE_KEEP_REDIS_DIRS") != nullptr) {
-    std::filesystem::remove(dir_ + "/" + kOwnerFile, ec);  // so that no sweep removes it
-    return;
-  }
-  std::filesystem::remove_all(dir_, ec);
+  harness::remove_temp_dir(dir_, "SLUICE_KEEP_REDIS_DIRS");
 }
 
 void RedisServer::start() {
   const bool fixed = port_ != 0;
   constexpr int kAttempts = 8;
   for (int attempt = 1;; ++attempt) {
-    if (!fixed) port_ = pick_port();
+    if (!fixed) port_ = harness::pick_port(kBusOffset);
     try {
       start_once();
       return;
@@ -637,10 +304,7 @@ void RedisServer::start() {
 void RedisServer::start_once() {
   // Only this attempt's part of the log tells why it failed.
   const std::string log_path = dir_ + "/redis.log";
-  std::error_code size_ec;
-  const auto log_size_before = std::filesystem::exists(log_path, size_ec)
-                                   ? std::filesystem::file_size(log_path, size_ec)
-                                   : std::uintmax_t{0};
+  const std::uintmax_t log_size_before = harness::file_size_or_zero(log_path);
   std::vector<std::string> argv = {redis_server_bin(),
                                    "--port",
                                    std::to_string(port_),
@@ -662,32 +326,20 @@ void RedisServer::start_once() {
   if (!options_.password.empty()) argv.insert(argv.end(), {"--requirepass", options_.password});
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
 
-  const std::string out_path = dir_ + "/stdout.log";
-  const int out_fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (out_fd < 0) throw std::runtime_error(errno_text(("open " + out_path).c_str()));
-  try {
-    pid_ = spawn(argv, dir_, out_fd);
-  } catch (...) {
-    ::close(out_fd);
-    throw;
-  }
-  ::close(out_fd);
+  pid_ = harness::spawn_logged(argv, dir_, dir_ + "/stdout.log");
   paused_ = false;
 
   const std::string what = "redis-server on " + address() + " (pid " + std::to_string(pid_) + ")";
-  const auto deadline = Clock::now() + kStartTimeout;
+  const auto deadline = Clock::now() + harness::kStartTimeout;
   std::string last_error = "no attempt";
   for (;;) {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
-      const std::string msg = what + " " + describe_status(status) +
-                              " before answering PING; command: " + show_command(argv) +
+      const std::string msg = what + " " + harness::describe_status(status) +
+                              " before answering PING; command: " + harness::show_command(argv) +
                               "\n--- log tail (" + dir_ + ") ---\n" + log_tail();
-      std::ifstream log(log_path, std::ios::binary);
-      log.seekg(static_cast<std::streamoff>(log_size_before));
-      const std::string fresh{std::istreambuf_iterator<char>(log),
-                              std::istreambuf_iterator<char>()};
+      const std::string fresh = harness::read_file_from(log_path, log_size_before);
       if (fresh.find("Address already in use") != std::string::npos) throw PortInUse(msg);
       throw std::runtime_error(msg);
     }
@@ -710,10 +362,10 @@ void RedisServer::start_once() {
   }
   const std::string log = log_tail();
   kill();
-  throw std::runtime_error(what + " did not answer PING within " +
-                           std::to_string(kStartTimeout.count()) + " s (last: " + last_error +
-                           "); command: " + show_command(argv) + "\n--- log tail (" + dir_ +
-                           ") ---\n" + log);
+  throw std::runtime_error(
+      what + " did not answer PING within " + std::to_string(harness::kStartTimeout.count()) +
+      " s (last: " + last_error + "); command: " + harness::show_command(argv) +
+      "\n--- log tail (" + dir_ + ") ---\n" + log);
 }
 
 bool RedisServer::running() {
@@ -733,7 +385,7 @@ void RedisServer::stop() {
   ::kill(pid_, SIGTERM);
   if (paused_) ::kill(pid_, SIGCONT);
   paused_ = false;
-  const auto deadline = Clock::now() + kStopTimeout;
+  const auto deadline = Clock::now() + harness::kStopTimeout;
   while (Clock::now() < deadline) {
     if (!running()) return;
     std::this_thread::sleep_for(milliseconds(5));
@@ -744,7 +396,7 @@ void RedisServer::stop() {
 void RedisServer::kill() {
   if (pid_ <= 0) return;
   ::kill(pid_, SIGKILL);
-  wait_exit(pid_);
+  harness::wait_exit(pid_);
   pid_ = -1;
   paused_ = false;
 }
@@ -766,9 +418,9 @@ void RedisServer::pause() {
     if (r == pid_ && (WIFEXITED(status) || WIFSIGNALED(status))) {
       pid_ = -1;
       throw std::runtime_error("pause: redis-server on " + address() + " " +
-                               describe_status(status));
+                               harness::describe_status(status));
     }
-    if (r < 0) throw std::runtime_error(errno_text("pause: waitpid"));
+    if (r < 0) throw std::runtime_error(harness::errno_text("pause: waitpid"));
   }
   paused_ = true;
 }
@@ -785,7 +437,7 @@ void RedisServer::resume() {
       pid_ = -1;
       break;
     }
-    if (r < 0) throw std::runtime_error(errno_text("resume: waitpid"));
+    if (r < 0) throw std::runtime_error(harness::errno_text("resume: waitpid"));
   }
   paused_ = false;
 }
@@ -806,10 +458,7 @@ std::string RedisServer::command(const std::vector<std::string>& argv,
 }
 
 std::string RedisServer::log_tail(std::size_t lines) const {
-  std::string out = tail_of_file(dir_ + "/redis.log", lines);
-  const std::string stdout_tail = tail_of_file(dir_ + "/stdout.log", lines);
-  if (!stdout_tail.empty()) out += (out.empty() ? "" : "\n") + ("[stdout/stderr]\n" + stdout_tail);
-  return out.empty() ? "(empty)" : out;
+  return harness::log_tails(dir_ + "/redis.log", dir_ + "/stdout.log", lines);
 }
 
 // ---- RedisCluster -----------------------------------------------------------------------------
@@ -859,11 +508,12 @@ RedisCluster::RedisCluster(Options options) : options_(std::move(options)) {
   }
   argv.insert(argv.end(), {"--cluster-replicas", std::to_string(options_.replicas_per_master),
                            "--cluster-yes"});
-  const ProcessResult created =
-      run_process(argv, std::chrono::duration_cast<std::chrono::seconds>(kClusterCreateTimeout));
+  const harness::ProcessResult created = harness::run_process(
+      argv, std::chrono::duration_cast<std::chrono::seconds>(kClusterCreateTimeout));
   if (!WIFEXITED(created.status) || WEXITSTATUS(created.status) != 0) {
-    throw std::runtime_error("`" + show_command(argv) + "` " + describe_status(created.status) +
-                             "; output:\n" + created.output);
+    throw std::runtime_error("`" + harness::show_command(argv) + "` " +
+                             harness::describe_status(created.status) + "; output:\n" +
+                             created.output);
   }
   for (auto& n : nodes_)
     ids_.push_back(expect_ok(n->call({"CLUSTER", "MYID"}), "CLUSTER MYID"));

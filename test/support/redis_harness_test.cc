@@ -1,11 +1,8 @@
 // Self-test of the redis harness: real redis-server processes.
 #include "support/redis_harness.h"
 
-#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +11,8 @@
 #include <filesystem>
 #include <string>
 #include <vector>
+
+#include "support/harness_common.h"
 
 namespace sluice::testing {
 namespace {
@@ -160,23 +159,14 @@ TEST(RedisServerTest, BadArgsFailWithTheLog) {
 
 TEST(RedisServerTest, PortTakenByAnotherProcessFailsClearly) {
   // Forcing --port to a listening port defeats the retries on a fresh port: every attempt fails.
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), len), 0);
-  ASSERT_EQ(::listen(fd, 1), 0);
-  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  const std::string port = std::to_string(ntohs(addr.sin_port));
+  const harness::LoopbackListener holder;
+  const std::string port = std::to_string(holder.port());
   try {
     RedisServer server({.extra_args = {"--port", port}});
     ADD_FAILURE() << "expected the start to fail";
   } catch (const std::runtime_error& e) {
     EXPECT_THAT(e.what(), HasSubstr("Address already in use"));
   }
-  ::close(fd);
 }
 
 TEST(KeySlotTest, KnownValues) {
