@@ -4,7 +4,7 @@ GENERATOR  ?= Ninja
 CMAKE_ARGS ?=
 JOBS       ?= $(shell nproc)
 
-.PHONY: deps build run test test-plain test-asan test-tsan bench format format-check clean
+.PHONY: deps build run demo test test-plain test-asan test-tsan bench format format-check clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -15,8 +15,13 @@ $(BUILD)/build.ninja: CMakeLists.txt
 build: deps $(BUILD)/build.ninja
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# Builds, then runs the demonstration on examples/ with the embedded memory store.
+# Builds, then starts the server on its defaults: the example rules built in, the memory store,
+# HTTP on 127.0.0.1:8080 and gRPC on 127.0.0.1:8081. Ctrl-C stops it.
 run: build
+	@$(BUILD)/bin/sluice serve
+
+# The four algorithms side by side on the same hits (examples/demo.yaml).
+demo: build
 	@$(BUILD)/bin/sluice demo --config examples
 
 # Every test: plain, then under address+undefined and thread sanitizers.
