@@ -276,20 +276,25 @@ bool RulesManager::persist(const std::string& path, std::string_view text,
   return true;
 }
 
-RulesChange RulesManager::put(std::string_view name, std::string_view text) {
-  RulesChange out;
+bool RulesManager::refuse_change(std::string_view name, RulesChange& out) const {
   if (!valid_name(name)) {
     out.status = 400;
     out.message = "invalid rule file name: use 1-128 of A-Z a-z 0-9 _ - . (not starting with .)";
-    return out;
+    return true;
   }
   if (!writable()) {
     out.status = 409;
     out.message =
         "rules cannot be changed through the API: they do not come from one directory (start "
         "sluice with --config DIR)";
-    return out;
+    return true;
   }
+  return false;
+}
+
+RulesChange RulesManager::put(std::string_view name, std::string_view text) {
+  RulesChange out;
+  if (refuse_change(name, out)) return out;
   std::lock_guard<std::mutex> lock(mu_);
   std::string target = file_of(name);
   const bool created = target.empty();
@@ -341,18 +346,7 @@ RulesChange RulesManager::put(std::string_view name, std::string_view text) {
 
 RulesChange RulesManager::remove(std::string_view name) {
   RulesChange out;
-  if (!valid_name(name)) {
-    out.status = 400;
-    out.message = "invalid rule file name";
-    return out;
-  }
-  if (!writable()) {
-    out.status = 409;
-    out.message =
-        "rules cannot be changed through the API: they do not come from one directory (start "
-        "sluice with --config DIR)";
-    return out;
-  }
+  if (refuse_change(name, out)) return out;
   std::lock_guard<std::mutex> lock(mu_);
   const std::string target = file_of(name);
   if (target.empty()) {

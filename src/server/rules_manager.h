@@ -106,6 +106,8 @@ class RulesManager {
   void publish(Files files, std::shared_ptr<const RuleSet> rules);  // mu_ held
   // file_of() returns the path of the file `name` refers to ("" if none). mu_ held.
   std::string file_of(std::string_view name) const;
+  // refuse_change() fills `out` and returns true when `name` cannot be changed at all.
+  bool refuse_change(std::string_view name, RulesChange& out) const;
   bool persist(const std::string& path, std::string_view text, std::string& error) const;
   void run_watcher(std::chrono::milliseconds interval);
 
