@@ -51,12 +51,15 @@ struct ServerOptions {
   // Rule files and directories; empty serves the example rules built into the binary. The
   // admin API can change rules only when this is one directory.
   std::vector<std::string> config;
-  std::string storage = "memory://";              // a storage URL (sluice/storage.h)
-  std::string http_listen = "127.0.0.1:8080";     // "" turns HTTP off; port 0 picks one
-  std::string grpc_listen = "127.0.0.1:8081";     // "" turns gRPC off; port 0 picks one
-  std::string admin_token;                        // "" turns the admin API off
-  std::size_t max_body_bytes = 1 << 20;           // larger bodies (and gRPC messages) are refused
-  unsigned http_threads = 0;                      // 0: one per core
+  std::string storage = "memory://";           // a storage URL (sluice/storage.h)
+  std::string http_listen = "127.0.0.1:8080";  // "" turns HTTP off; port 0 picks one
+  std::string grpc_listen = "127.0.0.1:8081";  // "" turns gRPC off; port 0 picks one
+  std::string admin_token;                     // "" turns the admin API off
+  std::size_t max_body_bytes = 1 << 20;        // larger bodies (and gRPC messages) are refused
+  unsigned http_threads = 0;                   // 0: one per core
+  // gRPC decisions through a remote store (Redis) run on this many threads, which wait for its
+  // answers; with the memory store they run on gRPC's own threads.
+  unsigned store_threads = 64;
   std::chrono::milliseconds watch_interval{250};  // how often rule files are checked; 0: never
   std::chrono::milliseconds shutdown_grace{10'000};
   AuthzOptions authz;

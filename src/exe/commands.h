@@ -28,6 +28,7 @@ struct ServeCommand {
   std::string admin_token;
   std::size_t max_body_bytes = 1 << 20;
   unsigned http_threads = 0;
+  unsigned store_threads = 64;
   int watch_interval_ms = 250;
   int shutdown_grace_ms = 10'000;
   unsigned authz_deny_status = 429;

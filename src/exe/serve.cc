@@ -71,6 +71,12 @@ void add_serve_command(CLI::App& app, ServeCommand& cmd) {
       ->envname("SLUICE_HTTP_THREADS")
       ->check(CLI::Range(0u, 1024u))
       ->capture_default_str();
+  s->add_option("--store-threads", cmd.store_threads,
+                "Threads for gRPC decisions through a remote store (Redis), which wait for its "
+                "answers; with the memory store gRPC decides on its own threads")
+      ->envname("SLUICE_STORE_THREADS")
+      ->check(CLI::Range(1u, 4096u))
+      ->capture_default_str();
   s->add_option("--watch-interval-ms", cmd.watch_interval_ms,
                 "How often the rule files are checked for changes (0: never)")
       ->envname("SLUICE_WATCH_INTERVAL_MS")
@@ -121,6 +127,7 @@ int run_serve(const ServeCommand& cmd) {
   o.admin_token = cmd.admin_token;
   o.max_body_bytes = cmd.max_body_bytes;
   o.http_threads = cmd.http_threads;
+  o.store_threads = cmd.store_threads;
   o.watch_interval = std::chrono::milliseconds(cmd.watch_interval_ms);
   o.shutdown_grace = std::chrono::milliseconds(cmd.shutdown_grace_ms);
   o.authz.deny_status = cmd.authz_deny_status;

@@ -8,21 +8,36 @@
 
 namespace sluice::server {
 
-grpc::Status RateLimitService::StreamedShouldRateLimit(
-    grpc::ServerContext*,
-    grpc::ServerUnaryStreamer<rls::RateLimitRequest, rls::RateLimitResponse>* stream) {
-  rls::RateLimitRequest request;
-  if (!stream->Read(&request)) {
-    metrics_.record_error(Api::kGrpc);
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "malformed RateLimitRequest: not a valid protobuf message");
+grpc::ServerUnaryReactor* RawRateLimitService::ShouldRateLimit(grpc::CallbackServerContext* context,
+                                                               const grpc::ByteBuffer* request,
+                                                               grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  rls::RateLimitRequest req;
+  grpc::ByteBuffer copy(*request);  // shares the slices; Deserialize consumes its buffer
+  if (!grpc::SerializationTraits<rls::RateLimitRequest>::Deserialize(&copy, &req).ok()) {
+    refused();
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "malformed RateLimitRequest: not a valid protobuf message"));
+    return reactor;
   }
+  if (pool_ == nullptr) {
+    finish(this, reactor, req, response);
+  } else {
+    pool_->post(
+        [this, reactor, response, req = std::move(req)] { finish(this, reactor, req, response); });
+  }
+  return reactor;
+}
+
+void RawRateLimitService::finish(RawRateLimitService* self, grpc::ServerUnaryReactor* reactor,
+                                 const rls::RateLimitRequest& request, grpc::ByteBuffer* out) {
   rls::RateLimitResponse response;
-  grpc::Status status = decide(request, response);
-  if (!status.ok()) return status;
-  if (!stream->Write(response))
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the response could not be sent");
-  return grpc::Status::OK;
+  grpc::Status status = self->answer(request, response);
+  if (status.ok()) {
+    bool own = false;
+    status = grpc::SerializationTraits<rls::RateLimitResponse>::Serialize(response, out, &own);
+  }
+  reactor->Finish(status);
 }
 
 grpc::Status RateLimitService::decide(const rls::RateLimitRequest& request,

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
+#include "server/blocking_pool.h"
 #include "server/metrics.h"
 #include "sluice/limiter.h"
 
@@ -19,18 +20,39 @@ namespace sluice::server {
 
 namespace rls = envoy::service::ratelimit::v3;
 
-// RateLimitService decides ShouldRateLimit calls with a Limiter. It reads the request itself
-// (gRPC's "streamed unary" form of the same unary method, identical on the wire) so that a
-// malformed message gets INVALID_ARGUMENT with a message, where gRPC's own reading answers
-// INTERNAL with none.
-class RateLimitService final
-    : public rls::RateLimitService::WithStreamedUnaryMethod_ShouldRateLimit<
-          rls::RateLimitService::Service> {
+// RawRateLimitService serves Envoy's ShouldRateLimit on gRPC's callback API, reading and
+// writing the messages itself (identical on the wire): a malformed request gets
+// INVALID_ARGUMENT with a message, where gRPC's own reading would answer INTERNAL with none.
+// answer() runs on gRPC's callback thread, or, given a pool, on one of its threads (for
+// answers that block).
+class RawRateLimitService : public rls::RateLimitService::WithRawCallbackMethod_ShouldRateLimit<
+                                rls::RateLimitService::Service> {
  public:
-  RateLimitService(Limiter& limiter, Metrics& metrics) : limiter_(limiter), metrics_(metrics) {}
-  grpc::Status StreamedShouldRateLimit(
-      grpc::ServerContext* context,
-      grpc::ServerUnaryStreamer<rls::RateLimitRequest, rls::RateLimitResponse>* stream) override;
+  explicit RawRateLimitService(BlockingPool* pool = nullptr) : pool_(pool) {}
+  grpc::ServerUnaryReactor* ShouldRateLimit(grpc::CallbackServerContext* context,
+                                            const grpc::ByteBuffer* request,
+                                            grpc::ByteBuffer* response) final;
+  virtual grpc::Status answer(const rls::RateLimitRequest& request,
+                              rls::RateLimitResponse& response) = 0;
+  // refused() is told of each malformed request.
+  virtual void refused() {}
+
+ private:
+  static void finish(RawRateLimitService* self, grpc::ServerUnaryReactor* reactor,
+                     const rls::RateLimitRequest& request, grpc::ByteBuffer* out);
+  BlockingPool* pool_;
+};
+
+// RateLimitService decides ShouldRateLimit calls with a Limiter.
+class RateLimitService final : public RawRateLimitService {
+ public:
+  RateLimitService(Limiter& limiter, Metrics& metrics, BlockingPool* pool = nullptr)
+      : RawRateLimitService(pool), limiter_(limiter), metrics_(metrics) {}
+  grpc::Status answer(const rls::RateLimitRequest& request,
+                      rls::RateLimitResponse& response) override {
+    return decide(request, response);
+  }
+  void refused() override { metrics_.record_error(Api::kGrpc); }
   // decide() answers one request.
   grpc::Status decide(const rls::RateLimitRequest& request, rls::RateLimitResponse& response);
 

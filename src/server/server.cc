@@ -11,6 +11,7 @@
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/rules_manager.h"
+#include "sluice/memory_store.h"
 #include "sluice/storage.h"
 
 namespace sluice {
@@ -26,6 +27,7 @@ struct Server::Impl {
   std::unique_ptr<server::RulesManager> rules;
   std::unique_ptr<server::HttpApi> api;
   std::unique_ptr<server::HttpServer> http;
+  std::unique_ptr<server::BlockingPool> pool;  // before grpc: outlives the calls it runs
   std::unique_ptr<server::RateLimitService> rls;
   std::unique_ptr<server::GrpcServer> grpc;
   std::atomic<bool> serving{false};
@@ -77,7 +79,11 @@ bool Server::start(std::string& error) {
     if (!s.http->start(error)) return false;
   }
   if (!o.grpc_listen.empty()) {
-    s.rls = std::make_unique<server::RateLimitService>(*s.limiter, s.metrics);
+    // The memory store decides in well under a microsecond: on gRPC's own threads. A remote
+    // store waits for the network: on threads of a pool, which may block.
+    if (dynamic_cast<MemoryStore*>(s.store) == nullptr)
+      s.pool = std::make_unique<server::BlockingPool>(o.store_threads);
+    s.rls = std::make_unique<server::RateLimitService>(*s.limiter, s.metrics, s.pool.get());
     server::GrpcServerOptions grpc;
     grpc.listen = o.grpc_listen;
     grpc.max_message_bytes = static_cast<int>(std::min<std::size_t>(o.max_body_bytes, 1u << 30));
