@@ -1,5 +1,6 @@
 // `sluice serve` as a process: it starts on the defaults' shapes, says where it listens, and
 // SIGTERM stops it gracefully (exit 0) after finishing a request in flight.
+#include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <regex>
 #include <thread>
 
+#include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "server/fixture_rules.h"
 #include "server/server_fixture.h"
 #include "support/redis_harness.h"
@@ -134,6 +136,56 @@ TEST(ServeShutdown, FinishesTheRequestInFlight) {
   // After shutdown nothing listens.
   EXPECT_THROW(http_request(port, "GET", "/healthcheck", {}, {}, std::chrono::milliseconds(500)),
                std::runtime_error);
+}
+
+// Through a Redis store, gRPC decisions run on the blocking pool: exact all the same, and
+// concurrent calls are answered.
+TEST(GrpcThroughRedis, DecidesOnThePool) {
+  namespace rls = envoy::service::ratelimit::v3;
+  RedisServer redis;
+  TempDir dir;
+  dir.write("test.yaml", kEnvoyRules);
+  ServerOptions o;
+  o.config = {dir.path()};
+  o.storage = "redis://" + redis.address();
+  o.http_listen = "";
+  o.grpc_listen = "127.0.0.1:0";
+  o.store_threads = 4;
+  ManualClock clock(kT0);  // one window throughout
+  o.clock = &clock;
+  Server server(o);
+  std::string error;
+  ASSERT_TRUE(server.start(error)) << error;
+  auto stub = rls::RateLimitService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(server.grpc_port()), grpc::InsecureChannelCredentials()));
+  rls::RateLimitRequest req;
+  req.set_domain("test");
+  auto* e = req.add_descriptors()->add_entries();
+  e->set_key("key2");
+  e->set_value("value2");  // 30 per minute
+  std::atomic<int> ok{0}, over{0}, failed{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 10; ++i) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+        rls::RateLimitResponse resp;
+        if (!stub->ShouldRateLimit(&ctx, req, &resp).ok()) {
+          ++failed;
+        } else if (resp.overall_code() == rls::RateLimitResponse::OK) {
+          ++ok;
+        } else {
+          ++over;
+        }
+      }
+    });
+  }
+  for (auto& t : clients)
+    t.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(ok.load(), 30);
+  EXPECT_EQ(over.load(), 10);
 }
 
 }  // namespace
