@@ -26,3 +26,9 @@ if [ -x "$build/bin/sluice_bench_redis" ] && [ "$filter" = "." ]; then
     "$build/bin/sluice_bench_redis" --seconds 4 | sed 's/^/  /'
   done
 fi
+
+# The server beside the no-op server (the ceiling), over gRPC and HTTP.
+if [ -x "$build/bin/sluice-bench" ] && [ "$filter" = "." ]; then
+  echo "server:"
+  bash "$(dirname "$0")/bench-server.sh" "$build" | sed 's/^/  /'
+fi
