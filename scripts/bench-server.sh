@@ -66,6 +66,8 @@ done
 "$py" - "$work/results.jsonl" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+# share: the median over rounds of sluice / no-op measured back to back in the same round (the
+# machine's load drifts between rounds; within a round both servers see about the same).
 print(f"{'workload':<16}{'sluice req/s':>14}{'no-op req/s':>14}{'share':>8}{'sluice p99':>12}{'no-op p99':>11}   runs (sluice / no-op req/s)")
 for label in ["grpc", "http /json", "http /v1/check", "http /v1/authz"]:
     s = [r for r in rows if r["label"] == label and r["server"] == "sluice"]
@@ -78,5 +80,6 @@ for label in ["grpc", "http /json", "http /v1/check", "http /v1/authz"]:
     np_ = statistics.median(r["p99_us"] for r in n)
     errs = sum(r["errors"] for r in s + n)
     runs = " ".join(f"{int(a['rps'])}/{int(b['rps'])}" for a, b in zip(s, n))
-    print(f"{label:<16}{sm:>14,.0f}{nm:>14,.0f}{sm / nm:>8.1%}{sp / 1000:>10.2f}ms{np_ / 1000:>9.2f}ms   {runs}" + (f"  ERRORS {errs}" if errs else ""))
+    share = statistics.median(a["rps"] / b["rps"] for a, b in zip(s, n))
+    print(f"{label:<16}{sm:>14,.0f}{nm:>14,.0f}{share:>8.1%}{sp / 1000:>10.2f}ms{np_ / 1000:>9.2f}ms   {runs}" + (f"  ERRORS {errs}" if errs else ""))
 PY
