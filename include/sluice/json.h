@@ -34,6 +34,19 @@ struct TraceLine {
 // decision_to_json() for either request shape.
 nlohmann::json decision_to_json(const Decision& decision, const AnyRequest& request);
 
+// append_decision_json() appends to `out` exactly what dump_json(decision_to_json(decision,
+// request)) renders, byte for byte, without building a DOM: the request path's renderer.
+// Keys in sorted order (nlohmann's objects are std::maps), integers in decimal, kNever as -1,
+// strings escaped as dump_json escapes them (invalid UTF-8 becomes U+FFFD). Never throws but
+// std::bad_alloc.
+//
+// Example:
+//   std::string body;
+//   append_decision_json(body, decision, request);  // {"allowed":true,"limit":10,...}
+void append_decision_json(std::string& out, const Decision& decision, const Request& request);
+void append_decision_json(std::string& out, const Decision& decision, const PathRequest& request);
+void append_decision_json(std::string& out, const Decision& decision, const AnyRequest& request);
+
 // dump_json() renders JSON on one line. Never throws on bad UTF-8 in strings (such bytes become
 // U+FFFD), so it is safe for values taken from the command line.
 std::string dump_json(const nlohmann::json& value);
@@ -51,6 +64,14 @@ std::string dump_json(const nlohmann::json& value);
 // "hitsAddend" and "requestsPerUnit" (protobuf's JSON names) are accepted too. Path requests:
 // "path" (non-empty) is required, "data" is an object of strings.
 std::optional<AnyRequest> parse_request_json(const nlohmann::json& body, std::string& error);
+
+// parse_request_json_direct() is the fast path of request bodies: it reads the common shapes of
+// parse_request_json()'s input straight from the JSON text, without a DOM. When it returns a
+// request, that is exactly what parse_request_json(nlohmann::json::parse(text)) returns; on
+// anything it is not sure of (a \u escape, a repeated field, any error...) it returns nullopt,
+// and the caller takes the DOM path, which decides and words the error. Never throws but
+// std::bad_alloc.
+std::optional<AnyRequest> parse_request_json_direct(std::string_view text);
 
 // parse_trace_line() reads one trace line: a request as above plus "t", seconds since the
 // epoch (fractional, microsecond precision). "t" is converted from the number's text, exactly,

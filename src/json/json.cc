@@ -1,11 +1,14 @@
 #include "sluice/json.h"
 
+#include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <exception>
 #include <initializer_list>
 #include <limits>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace sluice {
 
@@ -56,6 +59,178 @@ json decision_json(const Decision& d, DescriptorOf&& descriptor_of) {
   out["statuses"] = std::move(statuses);
   if (!d.error.empty()) out["error"] = d.error;
   return out;
+}
+
+// --- direct rendering -------------------------------------------------------------------------
+// What dump_json() renders for decision_json()'s DOM, written straight into a string.
+
+using namespace std::string_view_literals;
+
+void append_uint(std::string& out, std::uint64_t v) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, static_cast<std::size_t>(r.ptr - buf));
+}
+
+void append_int(std::string& out, std::int64_t v) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, static_cast<std::size_t>(r.ptr - buf));
+}
+
+void append_bool(std::string& out, bool v) {
+  out += v ? "true"sv : "false"sv;
+}
+
+// utf8_tail() tells how many continuation bytes follow the lead byte `lead` of a well-formed
+// UTF-8 sequence (0 for an invalid lead) and the range of the first one: the table of Unicode's
+// well-formed byte sequences, which nlohmann's decoder (Hoehrmann's DFA) implements.
+int utf8_tail(unsigned char lead, unsigned char& lo, unsigned char& hi) {
+  lo = 0x80;
+  hi = 0xBF;
+  if (lead >= 0xC2 && lead <= 0xDF) return 1;
+  if (lead == 0xE0) lo = 0xA0;
+  if (lead == 0xED) hi = 0x9F;
+  if (lead >= 0xE0 && lead <= 0xEF) return 2;
+  if (lead == 0xF0) lo = 0x90;
+  if (lead == 0xF4) hi = 0x8F;
+  if (lead >= 0xF0 && lead <= 0xF4) return 3;
+  return 0;
+}
+
+// append_string() appends `s` quoted, as nlohmann's dump(-1, ' ', false, replace) does: `"` `\`
+// and \b \f \n \r \t escaped, other bytes below 0x20 as \u00xx (lower-case hex), valid UTF-8
+// copied. An invalid byte sequence becomes one U+FFFD: the well-formed prefix read so far is
+// dropped and the byte that broke it is read again as the start of a new sequence.
+void append_string(std::string& out, std::string_view s) {
+  constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+  constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  const std::size_t n = s.size();
+  std::size_t i = 0;
+  while (i < n) {
+    std::size_t plain = i;
+    while (plain < n) {
+      const auto c = static_cast<unsigned char>(s[plain]);
+      if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') break;
+      ++plain;
+    }
+    out.append(s.data() + i, plain - i);
+    i = plain;
+    if (i == n) break;
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      switch (c) {
+        case '"':
+          out += "\\\""sv;
+          break;
+        case '\\':
+          out += "\\\\"sv;
+          break;
+        case '\b':
+          out += "\\b"sv;
+          break;
+        case '\f':
+          out += "\\f"sv;
+          break;
+        case '\n':
+          out += "\\n"sv;
+          break;
+        case '\r':
+          out += "\\r"sv;
+          break;
+        case '\t':
+          out += "\\t"sv;
+          break;
+        default:
+          out += "\\u00"sv;
+          out += kHex[c >> 4];
+          out += kHex[c & 0xF];
+      }
+      ++i;
+      continue;
+    }
+    unsigned char lo = 0;
+    unsigned char hi = 0;
+    const int tail = utf8_tail(c, lo, hi);
+    if (tail == 0) {  // not a lead byte: replaced, and skipped
+      out += kReplacement;
+      ++i;
+      continue;
+    }
+    std::size_t j = 1;  // bytes of the sequence read so far
+    for (; j <= static_cast<std::size_t>(tail); ++j) {
+      if (i + j >= n) break;
+      const auto b = static_cast<unsigned char>(s[i + j]);
+      if (b < lo || b > hi) break;
+      lo = 0x80;
+      hi = 0xBF;
+    }
+    if (j > static_cast<std::size_t>(tail)) {
+      out.append(s.data() + i, j);
+    } else {
+      out += kReplacement;  // truncated at the end, or broken at i + j: read that byte again
+    }
+    i += j;
+  }
+  out += '"';
+}
+
+void append_entry(std::string& out, std::string_view key, std::string_view value) {
+  out += "{\"key\":"sv;
+  append_string(out, key);
+  out += ",\"value\":"sv;
+  append_string(out, value);
+  out += '}';
+}
+
+// append_decision() renders decision_json()'s DOM; `descriptor_of` appends each status's
+// "descriptor" array. Keys are in std::map order.
+template <typename DescriptorOf>
+void append_decision(std::string& out, const Decision& d, DescriptorOf&& descriptor_of) {
+  // Room for the usual rendering (about 250 bytes a status), so that it grows once.
+  out.reserve(out.size() + 128 + 320 * d.statuses.size() + d.error.size());
+  out += "{\"allowed\":"sv;
+  append_bool(out, d.allowed);
+  if (!d.error.empty()) {
+    out += ",\"error\":"sv;
+    append_string(out, d.error);
+  }
+  out += ",\"limit\":"sv;
+  append_uint(out, d.limit);
+  out += ",\"remaining\":"sv;
+  append_uint(out, d.remaining);
+  out += ",\"reset_after_ms\":"sv;
+  append_int(out, to_ms(d.reset_after));
+  out += ",\"retry_after_ms\":"sv;
+  append_int(out, to_ms(d.retry_after));
+  out += ",\"statuses\":["sv;
+  bool first = true;
+  for (const DescriptorStatus& st : d.statuses) {
+    if (!first) out += ',';
+    first = false;
+    out += "{\"algorithm\":"sv;
+    append_string(out, algorithm_name(st.spec.algorithm));
+    out += ",\"allowed\":"sv;
+    append_bool(out, st.allowed);
+    out += ",\"descriptor\":["sv;
+    descriptor_of(st.descriptor_index);
+    out += "],\"limit\":"sv;
+    append_uint(out, st.limit);
+    out += ",\"name\":"sv;
+    append_string(out, st.name);
+    out += ",\"remaining\":"sv;
+    append_uint(out, st.remaining);
+    out += ",\"reset_after_ms\":"sv;
+    append_int(out, to_ms(st.reset_after));
+    out += ",\"retry_after_ms\":"sv;
+    append_int(out, to_ms(st.retry_after));
+    out += ",\"shadow\":"sv;
+    append_bool(out, st.shadow);
+    if (st.unlimited) out += ",\"unlimited\":true"sv;
+    out += '}';
+  }
+  out += "]}"sv;
 }
 
 // --- request parsing --------------------------------------------------------------------------
@@ -352,6 +527,287 @@ std::optional<AnyRequest> parse_path(const json& body, std::string& error) {
   return AnyRequest(std::move(r));
 }
 
+// --- the fast path for request bodies --------------------------------------------------------
+
+// DirectReader reads the common request bodies straight from the text into a Request or a
+// PathRequest. Every step returns false on anything it is not certain parse_request_json() reads
+// the same way (an escape it does not decode, a repeated field, a missing or empty required
+// field, any error); the caller then takes the DOM path, which decides and words the error.
+class DirectReader {
+ public:
+  explicit DirectReader(std::string_view text) : p_(text.data()), end_(text.data() + text.size()) {}
+
+  std::optional<AnyRequest> read() {
+    enum : unsigned { kDomain = 1, kDescriptors = 2, kCost = 4, kPath = 8, kData = 16 };
+    Request envoy;
+    PathRequest path;
+    std::uint64_t cost = 1;
+    bool cost_is_cost = true;  // spelt "cost" (the path form takes no other spelling)
+    unsigned seen = 0;
+    const bool ok = object([&](std::string_view key) {
+      if (key == "domain") return once(seen, kDomain) && quoted(envoy.domain);
+      if (key == "descriptors") {
+        return once(seen, kDescriptors) &&
+               array([&] { return descriptor(envoy.descriptors.emplace_back()); });
+      }
+      if (key == "cost" || key == "hits_addend" || key == "hitsAddend") {
+        cost_is_cost = key == "cost";
+        return once(seen, kCost) && number(kMaxLimit, cost);
+      }
+      if (key == "path") return once(seen, kPath) && quoted(path.path);
+      if (key == "data") return once(seen, kData) && data(path.data);
+      return false;
+    });
+    skip_space();
+    if (!ok || p_ != end_) return std::nullopt;
+    const bool is_envoy = (seen & (kDomain | kDescriptors)) != 0;
+    const bool is_path = (seen & (kPath | kData)) != 0;
+    if (is_envoy == is_path) return std::nullopt;
+    if (is_path) {
+      if (path.path.empty() || !cost_is_cost) return std::nullopt;
+      path.cost = cost;
+      return AnyRequest(std::move(path));
+    }
+    if (envoy.domain.empty() || envoy.descriptors.empty()) return std::nullopt;
+    envoy.cost = cost;
+    return AnyRequest(std::move(envoy));
+  }
+
+ private:
+  bool descriptor(Descriptor& out) {
+    unsigned seen = 0;
+    return object([&](std::string_view key) {
+             if (key == "entries") {
+               return once(seen, 1) && array([&] { return entry(out.entries.emplace_back()); });
+             }
+             if (key == "hits_addend" || key == "hitsAddend") {
+               std::uint64_t c = 0;
+               if (!once(seen, 2) || !number(kMaxLimit, c)) return false;
+               out.cost = c;
+               return true;
+             }
+             if (key == "limit") return once(seen, 4) && limit(out.limit.emplace());
+             return false;
+           }) &&
+           !out.entries.empty();
+  }
+
+  bool entry(DescriptorEntry& out) {
+    unsigned seen = 0;
+    return object([&](std::string_view key) {
+             if (key == "key") return once(seen, 1) && quoted(out.key);
+             if (key == "value") return once(seen, 2) && quoted(out.value);
+             return false;
+           }) &&
+           !out.key.empty();
+  }
+
+  bool limit(LimitOverride& out) {
+    unsigned seen = 0;
+    return object([&](std::string_view key) {
+             if (key == "requests_per_unit" || key == "requestsPerUnit") {
+               std::uint64_t n = 0;
+               if (!once(seen, 1) || !number(kMaxLimit, n)) return false;
+               out.requests_per_unit = static_cast<std::uint32_t>(n);
+               return true;
+             }
+             if (key == "unit") {
+               std::string text;
+               if (!once(seen, 2) || !quoted(text)) return false;
+               const std::optional<Unit> u = parse_unit(text);
+               if (!u) return false;
+               out.unit = *u;
+               return true;
+             }
+             return false;
+           }) &&
+           seen == 3;
+  }
+
+  // data() reads {"name": "value", ...} in the DOM's order: sorted by name.
+  bool data(std::vector<std::pair<std::string, std::string>>& out) {
+    if (!take('{')) return false;
+    skip_space();
+    if (p_ != end_ && *p_ == '}') {
+      ++p_;
+      return true;
+    }
+    for (;;) {
+      auto& [name, value] = out.emplace_back();
+      if (!quoted(name) || !take(':') || !quoted(value)) return false;
+      skip_space();
+      if (p_ == end_) return false;
+      const char c = *p_++;
+      if (c == '}') break;
+      if (c != ',') return false;
+    }
+    std::sort(out.begin(), out.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    return std::adjacent_find(out.begin(), out.end(), [](const auto& a, const auto& b) {
+             return a.first == b.first;
+           }) == out.end();
+  }
+
+  // once() marks a field as read; false when it was already (the DOM keeps the last one).
+  static bool once(unsigned& seen, unsigned bit) {
+    if ((seen & bit) != 0) return false;
+    seen |= bit;
+    return true;
+  }
+
+  // skip_space() skips what nlohmann's lexer skips between tokens.
+  void skip_space() {
+    while (p_ != end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t'))
+      ++p_;
+  }
+
+  bool take(char c) {
+    skip_space();
+    if (p_ == end_ || *p_ != c) return false;
+    ++p_;
+    return true;
+  }
+
+  // object() reads {"key": value, ...}, the key an ASCII name; `member(key)` reads each value.
+  template <typename Member>
+  bool object(Member&& member) {
+    if (!take('{')) return false;
+    skip_space();
+    if (p_ != end_ && *p_ == '}') {
+      ++p_;
+      return true;
+    }
+    for (;;) {
+      if (!take('"')) return false;
+      const char* start = p_;
+      while (p_ != end_ && *p_ != '"') {
+        const auto c = static_cast<unsigned char>(*p_);
+        if (c < 0x20 || c >= 0x80 || c == '\\') return false;
+        ++p_;
+      }
+      if (p_ == end_) return false;
+      const std::string_view key(start, static_cast<std::size_t>(p_ - start));
+      ++p_;
+      if (!take(':') || !member(key)) return false;
+      skip_space();
+      if (p_ == end_) return false;
+      const char c = *p_++;
+      if (c == '}') return true;
+      if (c != ',') return false;
+    }
+  }
+
+  // array() reads [element, ...]; `element()` reads each.
+  template <typename Element>
+  bool array(Element&& element) {
+    if (!take('[')) return false;
+    skip_space();
+    if (p_ != end_ && *p_ == ']') {
+      ++p_;
+      return true;
+    }
+    for (;;) {
+      if (!element()) return false;
+      skip_space();
+      if (p_ == end_) return false;
+      const char c = *p_++;
+      if (c == ']') return true;
+      if (c != ',') return false;
+    }
+  }
+
+  // quoted() reads a string: valid UTF-8 and the two-character escapes; no \u escapes, no raw
+  // control characters.
+  bool quoted(std::string& out) {
+    if (!take('"')) return false;
+    out.clear();
+    for (;;) {
+      const char* run = p_;
+      while (p_ != end_) {
+        const auto c = static_cast<unsigned char>(*p_);
+        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') break;
+        ++p_;
+      }
+      out.append(run, static_cast<std::size_t>(p_ - run));
+      if (p_ == end_) return false;
+      const auto c = static_cast<unsigned char>(*p_);
+      if (c == '"') {
+        ++p_;
+        return true;
+      }
+      if (c == '\\') {
+        if (++p_ == end_) return false;
+        switch (*p_++) {
+          case '"':
+            out += '"';
+            break;
+          case '\\':
+            out += '\\';
+            break;
+          case '/':
+            out += '/';
+            break;
+          case 'b':
+            out += '\b';
+            break;
+          case 'f':
+            out += '\f';
+            break;
+          case 'n':
+            out += '\n';
+            break;
+          case 'r':
+            out += '\r';
+            break;
+          case 't':
+            out += '\t';
+            break;
+          default:
+            return false;
+        }
+        continue;
+      }
+      if (c < 0x80) return false;  // a raw control character
+      unsigned char lo = 0;
+      unsigned char hi = 0;
+      const auto tail = static_cast<std::size_t>(utf8_tail(c, lo, hi));
+      if (tail == 0 || static_cast<std::size_t>(end_ - p_) <= tail) return false;
+      for (std::size_t k = 1; k <= tail; ++k) {
+        const auto b = static_cast<unsigned char>(p_[k]);
+        if (b < lo || b > hi) return false;
+        lo = 0x80;
+        hi = 0xBF;
+      }
+      out.append(p_, tail + 1);
+      p_ += tail + 1;
+    }
+  }
+
+  // number() reads a non-negative integer in plain decimal, at most `max`.
+  bool number(std::uint64_t max, std::uint64_t& out) {
+    skip_space();
+    if (p_ == end_ || *p_ < '0' || *p_ > '9') return false;
+    std::uint64_t v = 0;
+    if (*p_ == '0') {
+      ++p_;
+    } else {
+      while (p_ != end_ && *p_ >= '0' && *p_ <= '9') {
+        const auto d = static_cast<std::uint64_t>(*p_ - '0');
+        if (v > (max - d) / 10) return false;
+        v = v * 10 + d;
+        ++p_;
+      }
+    }
+    if (p_ != end_ && ((*p_ >= '0' && *p_ <= '9') || *p_ == '.' || *p_ == 'e' || *p_ == 'E'))
+      return false;
+    out = v;
+    return true;
+  }
+
+  const char* p_;
+  const char* end_;
+};
+
 // --- trace lines ------------------------------------------------------------------------------
 
 // TraceSax builds the DOM like nlohmann's own parser, and also keeps the text of the top-level
@@ -512,6 +968,32 @@ nlohmann::json decision_to_json(const Decision& decision, const AnyRequest& requ
   return std::visit([&decision](const auto& r) { return decision_to_json(decision, r); }, request);
 }
 
+void append_decision_json(std::string& out, const Decision& decision, const Request& request) {
+  append_decision(out, decision, [&out, &request](std::uint32_t i) {
+    if (i >= request.descriptors.size()) return;
+    bool first = true;
+    for (const DescriptorEntry& e : request.descriptors[i].entries) {
+      if (!first) out += ',';
+      first = false;
+      append_entry(out, e.key, e.value);
+    }
+  });
+}
+
+void append_decision_json(std::string& out, const Decision& decision, const PathRequest& request) {
+  append_decision(out, decision, [&out, &request](std::uint32_t i) {
+    append_entry(out, "path", request.path);
+    if (i < request.data.size()) {
+      out += ',';
+      append_entry(out, request.data[i].first, request.data[i].second);
+    }
+  });
+}
+
+void append_decision_json(std::string& out, const Decision& decision, const AnyRequest& request) {
+  std::visit([&out, &decision](const auto& r) { append_decision_json(out, decision, r); }, request);
+}
+
 std::string dump_json(const nlohmann::json& value) {
   try {
     return value.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -541,6 +1023,10 @@ std::optional<AnyRequest> parse_request_json(const nlohmann::json& body, std::st
     error = std::string("request: ") + e.what();
     return std::nullopt;
   }
+}
+
+std::optional<AnyRequest> parse_request_json_direct(std::string_view text) {
+  return DirectReader(text).read();
 }
 
 std::optional<TraceLine> parse_trace_line(std::string_view line, std::string& error) {

@@ -10,6 +10,7 @@ namespace sluice::server {
 namespace {
 
 constexpr std::uint32_t kMaxU32 = std::numeric_limits<std::uint32_t>::max();
+constexpr std::int64_t kMaxDurationSeconds = 315'576'000'000;  // google.protobuf.Duration's bound
 
 std::uint32_t clamp_u32(std::uint64_t v) {
   return v > kMaxU32 ? kMaxU32 : static_cast<std::uint32_t>(v);
@@ -103,6 +104,9 @@ void to_response(const Decision& decision, const Request& request, rls::RateLimi
     limit->set_name(s->name);
     st->set_limit_remaining(clamp_u32(s->remaining));
     const Micros reset = std::max<Micros>(s->reset_after, 0);
+    // A limit that never resets (requests_per_unit: 0) has no duration: protobuf's Duration
+    // stops at 10,000 years, and its JSON form refuses more.
+    if (reset == kNever || reset / 1'000'000 > kMaxDurationSeconds) continue;
     auto* d = st->mutable_duration_until_reset();
     d->set_seconds(reset / 1'000'000);
     d->set_nanos(static_cast<std::int32_t>(reset % 1'000'000) * 1000);

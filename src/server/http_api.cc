@@ -1,7 +1,5 @@
 #include "server/http_api.h"
 
-#include <google/protobuf/util/json_util.h>
-
 #include <algorithm>
 #include <boost/beast/core/string.hpp>
 #include <chrono>
@@ -10,6 +8,7 @@
 #include <variant>
 
 #include "server/convert.h"
+#include "server/envoy_json.h"
 #include "sluice/json.h"
 
 namespace sluice::server {
@@ -175,16 +174,12 @@ HttpResponse HttpApi::handle(HttpRequest& request) {
 
 HttpResponse HttpApi::envoy_json(const HttpRequest& request) {
   rls::RateLimitRequest in;
-  google::protobuf::util::JsonParseOptions parse;
-  parse.ignore_unknown_fields = false;
-  const auto parsed = google::protobuf::util::JsonStringToMessage(request.body(), &in, parse);
-  if (!parsed.ok()) {
+  std::string error;
+  if (!parse_envoy_json(request.body(), in, error)) {
     metrics_.record_error(Api::kJson);
-    return error_response(http::status::bad_request,
-                          "invalid RateLimitRequest JSON: " + std::string(parsed.message()));
+    return error_response(http::status::bad_request, "invalid RateLimitRequest JSON: " + error);
   }
   Request req;
-  std::string error;
   if (!to_request(in, req, error)) {
     metrics_.record_error(Api::kJson);
     return error_response(http::status::bad_request, error);
@@ -195,8 +190,7 @@ HttpResponse HttpApi::envoy_json(const HttpRequest& request) {
   rls::RateLimitResponse out;
   to_response(decision, req, out);
   std::string body;
-  google::protobuf::util::JsonPrintOptions print;
-  if (!google::protobuf::util::MessageToJsonString(out, &body, print).ok())
+  if (!append_envoy_json(body, out))
     return error_response(http::status::internal_server_error, "cannot render the response");
   body += '\n';
   return response(decision.allowed ? http::status::ok : http::status::too_many_requests,
@@ -204,16 +198,20 @@ HttpResponse HttpApi::envoy_json(const HttpRequest& request) {
 }
 
 HttpResponse HttpApi::check(const HttpRequest& request) {
-  nlohmann::json body = nlohmann::json::parse(request.body(), nullptr, false);
-  if (body.is_discarded()) {
-    metrics_.record_error(Api::kCheck);
-    return error_response(http::status::bad_request, "malformed JSON");
-  }
-  std::string error;
-  std::optional<AnyRequest> req = parse_request_json(body, error);
+  // The common bodies are read straight from the text; the DOM path reads (or refuses) the rest.
+  std::optional<AnyRequest> req = parse_request_json_direct(request.body());
   if (!req) {
-    metrics_.record_error(Api::kCheck);
-    return error_response(http::status::bad_request, error);
+    nlohmann::json body = nlohmann::json::parse(request.body(), nullptr, false);
+    if (body.is_discarded()) {
+      metrics_.record_error(Api::kCheck);
+      return error_response(http::status::bad_request, "malformed JSON");
+    }
+    std::string error;
+    req = parse_request_json(body, error);
+    if (!req) {
+      metrics_.record_error(Api::kCheck);
+      return error_response(http::status::bad_request, error);
+    }
   }
   const auto start = Clock::now();
   const Decision decision = std::visit([this](const auto& r) { return limiter_.decide(r); }, *req);
@@ -221,9 +219,11 @@ HttpResponse HttpApi::check(const HttpRequest& request) {
                                       ? std::string_view(std::get<Request>(*req).domain)
                                       : std::string_view("path");
   metrics_.record(Api::kCheck, domain, decision, since(start));
-  HttpResponse res =
-      json_response(decision.allowed ? http::status::ok : http::status::too_many_requests,
-                    decision_to_json(decision, *req));
+  std::string text;
+  append_decision_json(text, decision, *req);
+  text += '\n';
+  HttpResponse res = response(decision.allowed ? http::status::ok : http::status::too_many_requests,
+                              std::move(text), "application/json");
   add_rate_limit_headers(res, decision);
   return res;
 }

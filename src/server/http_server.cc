@@ -138,12 +138,15 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
       res_.body() = "{\"error\":\"internal error\"}\n";
     }
     res_.version(request.version());
+    head_ = request.method() == http::verb::head;
     res_.keep_alive(request.keep_alive() && !server_.stopping_.load(std::memory_order_relaxed));
     write();
   }
 
   void write() {
     res_.prepare_payload();
+    if (head_) res_.body().clear();  // HEAD: the headers of a GET, Content-Length included
+    head_ = false;
     http::async_write(stream_, res_,
                       [self = shared_from_this()](beast::error_code ec, std::size_t) {
                         if (!ec && self->linger_) return self->linger();
@@ -183,6 +186,7 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
   HttpResponse res_;
   bool busy_ = false;  // a request is being read past its header, handled or answered
   bool linger_ = false;
+  bool head_ = false;
   std::unique_ptr<char[]> scratch_;  // what linger() reads into
   std::size_t drained_ = 0;
 };

@@ -2,8 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <cstdio>
+#include <limits>
 #include <map>
 #include <string>
+#include <variant>
 
 #include "sluice/limiter.h"
 #include "sluice/rules.h"
@@ -183,6 +187,252 @@ TEST(DumpJson, InvalidUtf8IsReplacedNotThrown) {
   EXPECT_EQ(dump_json(j), "{\"v\":\"a\xEF\xBF\xBD\"}");
 }
 
+// --- append_decision_json: byte-identical to dump_json(decision_to_json(...)) ---------------
+
+// Rng is splitmix64: deterministic, so a failure reproduces.
+class Rng {
+ public:
+  explicit Rng(std::uint64_t seed) : state_(seed) {}
+  std::uint64_t next() {
+    state_ += 0x9E3779B97F4A7C15u;
+    std::uint64_t z = state_;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+    return z ^ (z >> 31);
+  }
+  std::uint64_t below(std::uint64_t n) { return next() % n; }
+  bool coin() { return (next() & 1) != 0; }
+
+ private:
+  std::uint64_t state_;
+};
+
+// random_text() mixes the bytes a JSON string renderer must get right: plain ASCII, quotes,
+// backslashes, control characters, DEL, valid UTF-8 of every length (edges included), and
+// invalid UTF-8 (stray continuation bytes, bad leads, truncated sequences, overlong forms,
+// surrogates, code points past U+10FFFF).
+std::string random_text(Rng& rng) {
+  static const char* const kPieces[] = {"a",
+                                        "Z",
+                                        "0",
+                                        " ",
+                                        "/",
+                                        "<",
+                                        ">",
+                                        "&",
+                                        "'",
+                                        "\"",
+                                        "\\",
+                                        "\\u0041",
+                                        "\b",
+                                        "\f",
+                                        "\n",
+                                        "\r",
+                                        "\t",
+                                        "\x01",
+                                        "\x1f",
+                                        "\x7f",
+                                        "\xC2\x80",
+                                        "\xC3\xA9",
+                                        "\xDF\xBF",
+                                        "\xE0\xA0\x80",
+                                        "\xE2\x82\xAC",
+                                        "\xED\x9F\xBF",
+                                        "\xEE\x80\x80",
+                                        "\xEF\xBF\xBF",
+                                        "\xF0\x90\x80\x80",
+                                        "\xF0\x9F\x98\x80",
+                                        "\xF4\x8F\xBF\xBF",
+                                        "\xE2\x80\xA8",
+                                        "\xEF\xBB\xBF",
+                                        "\x80",
+                                        "\xBF",
+                                        "\xC0\x80",
+                                        "\xC1\xBF",
+                                        "\xC2",
+                                        "\xE0\x80\x80",
+                                        "\xE0\xA0",
+                                        "\xED\xA0\x80",
+                                        "\xF0\x80\x80\x80",
+                                        "\xF0\x90\x80",
+                                        "\xF4\x90\x80\x80",
+                                        "\xF5\x80\x80\x80",
+                                        "\xF8",
+                                        "\xFE",
+                                        "\xFF",
+                                        "remote_address",
+                                        "203.0.113.9"};
+  std::string s;
+  const std::uint64_t pieces = rng.below(4) == 0 ? 0 : rng.below(8);
+  for (std::uint64_t i = 0; i < pieces; ++i) {
+    if (rng.below(4) == 0) {
+      s += static_cast<char>(rng.below(256));  // any byte at all
+    } else {
+      s += kPieces[rng.below(std::size(kPieces))];
+    }
+  }
+  if (rng.below(8) == 0) s += std::string(1, '\0');
+  return s;
+}
+
+std::uint64_t random_count(Rng& rng) {
+  switch (rng.below(6)) {
+    case 0:
+      return 0;
+    case 1:
+      return rng.below(100);
+    case 2:
+      return kMaxLimit - rng.below(3) + 1;  // around 2^32
+    case 3:
+      return std::numeric_limits<std::uint64_t>::max() - rng.below(3);
+    default:
+      return rng.next() >> rng.below(64);
+  }
+}
+
+Micros random_micros(Rng& rng) {
+  switch (rng.below(8)) {
+    case 0:
+      return kNever;
+    case 1:
+      return 0;
+    case 2:
+      return -static_cast<Micros>(rng.below(1'000'000)) - 1;
+    case 3:
+      return static_cast<Micros>(rng.below(1000)) * 1000;  // whole milliseconds
+    case 4:
+      return static_cast<Micros>(rng.below(10'000'000));
+    case 5:
+      return kNever - 1 - static_cast<Micros>(rng.below(2000));
+    case 6:
+      return std::numeric_limits<Micros>::min() + static_cast<Micros>(rng.below(3));
+    default:
+      return static_cast<Micros>(rng.next() >> rng.below(64));
+  }
+}
+
+Decision random_decision(Rng& rng, std::size_t descriptors) {
+  Decision d;
+  d.allowed = rng.coin();
+  d.limit = random_count(rng);
+  d.remaining = random_count(rng);
+  d.reset_after = random_micros(rng);
+  d.retry_after = random_micros(rng);
+  if (rng.coin()) d.error = random_text(rng);
+  const std::uint64_t n = rng.below(5);
+  for (std::uint64_t i = 0; i < n; ++i) {
+    DescriptorStatus& st = d.statuses.emplace_back();
+    switch (rng.below(4)) {
+      case 0:
+        st.descriptor_index = static_cast<std::uint32_t>(rng.next());  // out of range
+        break;
+      case 1:
+        st.descriptor_index = static_cast<std::uint32_t>(descriptors);  // just past the end
+        break;
+      default:
+        st.descriptor_index = static_cast<std::uint32_t>(rng.below(descriptors + 1));
+    }
+    st.name = random_text(rng);
+    st.spec.algorithm = static_cast<Algorithm>(rng.below(5));  // 4 renders "unknown"
+    st.allowed = rng.coin();
+    st.shadow = rng.coin();
+    st.unlimited = rng.coin();
+    st.limit = random_count(rng);
+    st.remaining = random_count(rng);
+    st.reset_after = random_micros(rng);
+    st.retry_after = random_micros(rng);
+  }
+  return d;
+}
+
+AnyRequest random_request(Rng& rng) {
+  if (rng.coin()) {
+    Request r;
+    r.domain = random_text(rng);
+    const std::uint64_t n = rng.below(4);
+    for (std::uint64_t i = 0; i < n; ++i) {
+      Descriptor& desc = r.descriptors.emplace_back();
+      const std::uint64_t m = rng.below(4);
+      for (std::uint64_t j = 0; j < m; ++j)
+        desc.entries.push_back({random_text(rng), random_text(rng)});
+    }
+    return r;
+  }
+  PathRequest r;
+  r.path = random_text(rng);
+  const std::uint64_t n = rng.below(4);
+  for (std::uint64_t i = 0; i < n; ++i)
+    r.data.emplace_back(random_text(rng), random_text(rng));
+  return r;
+}
+
+std::size_t descriptor_count(const AnyRequest& r) {
+  return std::holds_alternative<Request>(r) ? std::get<Request>(r).descriptors.size()
+                                            : std::get<PathRequest>(r).data.size();
+}
+
+TEST(AppendDecisionJson, MatchesDumpOfTheDomForRandomDecisions) {
+  Rng rng(20240601);
+  constexpr int kCases = 20'000;
+  for (int i = 0; i < kCases; ++i) {
+    const AnyRequest request = random_request(rng);
+    const Decision d = random_decision(rng, descriptor_count(request));
+    const std::string expected = dump_json(decision_to_json(d, request));
+    std::string got = "prefix";  // appends, keeping what is there
+    append_decision_json(got, d, request);
+    ASSERT_EQ(got, "prefix" + expected) << "case " << i;
+    std::string direct;
+    std::visit([&](const auto& r) { append_decision_json(direct, d, r); }, request);
+    ASSERT_EQ(direct, expected) << "case " << i;
+  }
+}
+
+// Every string of one or two bytes (and of three with a lead byte in front), as a status name:
+// the escaping and the U+FFFD replacement of every byte sequence the random cases may miss.
+TEST(AppendDecisionJson, MatchesDumpForEveryShortByteString) {
+  const Request request{.domain = "d", .descriptors = {{.entries = {{"k", "v"}}}}};
+  Decision d;
+  d.statuses.emplace_back();
+  const auto check = [&](const std::string& name) {
+    d.statuses[0].name = name;
+    std::string got;
+    append_decision_json(got, d, request);
+    ASSERT_EQ(got, dump_json(decision_to_json(d, request))) << testing::PrintToString(name);
+  };
+  for (int a = 0; a < 256; ++a) {
+    check(std::string(1, static_cast<char>(a)));
+    for (int b = 0; b < 256; ++b) {
+      check(std::string{static_cast<char>(a), static_cast<char>(b)});
+      if (a >= 0xC0)
+        check(std::string{static_cast<char>(a), static_cast<char>(b), static_cast<char>(0x80)});
+    }
+  }
+}
+
+TEST(AppendDecisionJson, KnownRendering) {
+  Decision d;
+  d.allowed = false;
+  d.limit = 10;
+  d.reset_after = 1'000'001;
+  d.retry_after = kNever;
+  d.error = "store \"down\"\n";
+  DescriptorStatus& st = d.statuses.emplace_back();
+  st.name = "caf\xC3\xA9\x01\xFF";
+  st.spec.algorithm = Algorithm::kTokenBucket;
+  st.unlimited = true;
+  const PathRequest r{.path = "/login", .data = {{"user_id", "42"}}};
+  std::string got;
+  append_decision_json(got, d, r);
+  EXPECT_EQ(got,
+            "{\"allowed\":false,\"error\":\"store \\\"down\\\"\\n\",\"limit\":10,\"remaining\":0,"
+            "\"reset_after_ms\":1001,\"retry_after_ms\":-1,\"statuses\":[{\"algorithm\":"
+            "\"token_bucket\",\"allowed\":true,\"descriptor\":[{\"key\":\"path\",\"value\":"
+            "\"/"
+            "login\"},{\"key\":\"user_id\",\"value\":\"42\"}],\"limit\":0,\"name\":"
+            "\"caf\xC3\xA9\\u0001\xEF\xBF\xBD\",\"remaining\":0,"
+            "\"reset_after_ms\":0,\"retry_after_ms\":0,\"shadow\":false,\"unlimited\":true}]}");
+}
+
 // --- parse_request_json -----------------------------------------------------------------------
 
 std::string parse_error(const std::string& text) {
@@ -335,6 +585,403 @@ TEST(ParseRequest, NeverThrowsOnOddValues) {
     EXPECT_FALSE(parse_request_json(body, error)) << body.type_name();
     EXPECT_FALSE(error.empty());
   }
+}
+
+// --- parse_request_json_direct: the DOM path's result, or nullopt ------------------------------
+
+// describe() spells out every field of a request, to compare two.
+std::string describe(const AnyRequest& any) {
+  std::string s;
+  const auto str = [&s](const std::string& v) { s += std::to_string(v.size()) + ":" + v + " "; };
+  if (const auto* r = std::get_if<Request>(&any)) {
+    s += "envoy ";
+    str(r->domain);
+    s += "cost " + std::to_string(r->cost) + " [";
+    for (const Descriptor& d : r->descriptors) {
+      s += "{";
+      for (const DescriptorEntry& e : d.entries) {
+        str(e.key);
+        str(e.value);
+      }
+      if (d.cost) s += "cost " + std::to_string(*d.cost) + " ";
+      if (d.limit) {
+        s += "limit " + std::to_string(d.limit->requests_per_unit) + "/" +
+             std::to_string(static_cast<int>(d.limit->unit));
+      }
+      s += "}";
+    }
+    return s + "]";
+  }
+  const auto& p = std::get<PathRequest>(any);
+  s += "path ";
+  str(p.path);
+  s += "cost " + std::to_string(p.cost) + " {";
+  for (const auto& [k, v] : p.data) {
+    str(k);
+    str(v);
+  }
+  return s + "}";
+}
+
+// same_request() checks the fast path against json::parse + parse_request_json: when it reads a
+// body, the DOM path must read the same request. Counts what each path read.
+::testing::AssertionResult same_request(const std::string& text, int& direct, int& accepted) {
+  const json dom = json::parse(text, nullptr, false);
+  std::optional<AnyRequest> expected;
+  std::string error;
+  if (!dom.is_discarded()) expected = parse_request_json(dom, error);
+  accepted += expected.has_value();
+  const std::optional<AnyRequest> got = parse_request_json_direct(text);
+  if (!got) return ::testing::AssertionSuccess();
+  ++direct;
+  if (!expected) {
+    return ::testing::AssertionFailure()
+           << "the fast path read " << ::testing::PrintToString(text) << " as " << describe(*got)
+           << "; the DOM path: " << (dom.is_discarded() ? "malformed JSON" : error);
+  }
+  if (describe(*got) != describe(*expected)) {
+    return ::testing::AssertionFailure() << ::testing::PrintToString(text) << "\ngot      "
+                                         << describe(*got) << "\nexpected " << describe(*expected);
+  }
+  return ::testing::AssertionSuccess();
+}
+
+const char* const kRequestBodies[] = {
+    R"({"domain": "edge_proxy", "descriptors": [{"entries": [{"key": "remote_address", "value": "203.0.113.9"}]}]})",
+    R"({"path": "/login", "data": {"user_id": "42"}})",
+    R"({"path": "/login"})",
+    R"({"path": "/login", "data": {}, "cost": 0})",
+    R"({"path": "/a", "data": {"z": "1", "a": "2", "m": "3"}})",
+    R"({"path": "/a", "data": {"b": "1", "a\/": "2", "é": "3", "A": "4", "": "5"}})",
+    R"({"domain": "api", "descriptors": [{"entries": [{"key": "k", "value": "v"}, {"key": "path"}],
+        "hits_addend": 0, "limit": {"requests_per_unit": 7, "unit": "MINUTE"}},
+        {"entries": [{"key": "u"}], "hitsAddend": 4294967295, "limit": {"requestsPerUnit": 0,
+        "unit": "wEeK"}}], "hits_addend": 3})",
+    R"({"domain": "d", "descriptors": [{"entries": [{"key": "k"}]}], "cost": 0})",
+    R"({"domain": "d", "descriptors": [{"entries": [{"key": "k"}]}], "hitsAddend": 2})",
+    R"({"domain": "a\"b\\c\/d\b\f\n\r\t", "descriptors": [{"entries": [{"key": "k"}]}]})",
+    // The DOM path's (errors, and forms the fast path leaves to it).
+    R"({"domain": "d", "descriptors": [{"entries": [{"key": "k"}]}], "cost": 1, "hits_addend": 1})",
+    R"({"domain": "d", "domain": "e", "descriptors": [{"entries": [{"key": "k"}]}]})",
+    R"({"path": "/a", "data": {"a": "1", "a": "2"}})",
+    R"({"path": "/a", "hits_addend": 1})",
+    R"({"path": "/a", "domain": "d"})",
+    R"({"path": ""})",
+    R"({"domain": "", "descriptors": [{"entries": [{"key": "k"}]}]})",
+    R"({"domain": "d", "descriptors": []})",
+    R"({"domain": "d", "descriptors": [{"entries": []}]})",
+    R"({"domain": "d", "descriptors": [{"entries": [{"key": ""}]}]})",
+    R"({"domain": "d", "descriptors": [{"entries": [{"value": "v"}]}]})",
+    R"({"domain": "d", "descriptors": [{"entries": [{"key": "k"}], "limit": {"unit": "second"}}]})",
+    R"({"domain": "d", "descriptors": [{"entries": [{"key": "k"}], "limit": {"requests_per_unit": 1}}]})",
+    R"({"domain": "d", "descriptors": [{"entries": [{"key": "k"}], "limit": {"requests_per_unit": 1, "unit": "fortnight"}}]})",
+    R"({"domain": "d", "descriptors": [{"entries": [{"key": "k"}]}], "cost": 4294967296})",
+    R"({"domain": "d", "descriptors": [{"entries": [{"key": "k"}]}], "cost": 1.0})",
+    R"({"domain": "d", "descriptors": [{"entries": [{"key": "k"}]}], "cost": -0})",
+    R"({"domain": "d", "descriptors": [{"entries": [{"key": "k"}]}], "cost": 01})",
+    R"({"domain": "d\u00e9", "descriptors": [{"entries": [{"key": "k"}]}]})",
+    R"({"cost": 1})",
+    R"({})",
+    R"([])",
+    "",
+    R"({"path": "/a"} x)",
+    R"({"path": "/a",})",
+    "{\"path\": \"/a\xFF\"}",
+    "{\"path\": \"/a\xC0\x80\"}",
+    "{\"path\": \"/a\tb\"}",
+    "\v{\"path\": \"/a\"}",
+};
+
+TEST(ParseRequestDirect, SameAsTheDomPathForHandWrittenBodies) {
+  int direct = 0;
+  int accepted = 0;
+  for (const char* text : kRequestBodies)
+    EXPECT_TRUE(same_request(text, direct, accepted));
+  EXPECT_EQ(direct, 10) << "the first ten bodies take the fast path";
+}
+
+TEST(ParseRequestDirect, ReadsTheCommonShapes) {
+  const auto envoy = parse_request_json_direct(kRequestBodies[0]);
+  ASSERT_TRUE(envoy);
+  EXPECT_EQ(std::get<Request>(*envoy).descriptors.at(0).entries.at(0).value, "203.0.113.9");
+  const auto path = parse_request_json_direct(R"({"path": "/a", "data": {"z": "1", "a": "2"}})");
+  ASSERT_TRUE(path);
+  const auto& data = std::get<PathRequest>(*path).data;
+  ASSERT_EQ(data.size(), 2u);
+  EXPECT_EQ(data[0].first, "a") << "in the DOM's (sorted) order";
+  EXPECT_FALSE(parse_request_json_direct(R"({"path": "/a", "cost": "1"})"));
+}
+
+// RequestBuilder writes random request bodies of both shapes: fields in any order and spelling,
+// random whitespace, strings with escapes and code points of every length, numbers around the
+// limit, units in any case; now and then something the DOM path refuses or the fast path leaves
+// to it.
+class RequestBuilder {
+ public:
+  explicit RequestBuilder(Rng& rng) : rng_(rng) {}
+
+  std::string body() {
+    std::vector<std::string> members;
+    const bool envoy = rng_.coin();
+    if (envoy || rng_.below(30) == 0) {
+      if (rng_.below(30) != 0) members.push_back(member("domain", text()));
+      if (rng_.below(30) != 0) {
+        std::vector<std::string> ds;
+        const std::uint64_t n = rng_.below(30) == 0 ? 0 : 1 + rng_.below(3);
+        for (std::uint64_t i = 0; i < n; ++i)
+          ds.push_back(descriptor());
+        members.push_back(member("descriptors", array(ds)));
+      }
+    }
+    if (!envoy || rng_.below(30) == 0) {
+      if (rng_.below(30) != 0) members.push_back(member("path", text()));
+      if (rng_.coin()) {
+        std::vector<std::string> data;
+        const std::uint64_t n = rng_.below(5);
+        for (std::uint64_t i = 0; i < n; ++i)
+          data.push_back(member_text(text(), rng_.below(30) == 0 ? "1" : text()));
+        members.push_back(member("data", object(data)));
+      }
+    }
+    if (rng_.below(3) == 0) members.push_back(member(cost_name(envoy), number()));
+    if (rng_.below(40) == 0) members.push_back(member("extra", "1"));
+    return object(members);
+  }
+
+ private:
+  std::string cost_name(bool envoy) {
+    static const char* const kNames[] = {"cost", "hits_addend", "hitsAddend"};
+    return envoy || rng_.below(20) == 0 ? kNames[rng_.below(3)] : "cost";
+  }
+
+  std::string descriptor() {
+    std::vector<std::string> members;
+    if (rng_.below(40) != 0) {
+      std::vector<std::string> es;
+      const std::uint64_t n = rng_.below(30) == 0 ? 0 : 1 + rng_.below(3);
+      for (std::uint64_t i = 0; i < n; ++i) {
+        std::vector<std::string> e;
+        if (rng_.below(40) != 0) e.push_back(member("key", text()));
+        if (rng_.below(3) != 0) e.push_back(member("value", text()));
+        es.push_back(object(e));
+      }
+      members.push_back(member("entries", array(es)));
+    }
+    if (rng_.below(4) == 0) {
+      std::vector<std::string> l;
+      if (rng_.below(10) != 0)
+        l.push_back(member(rng_.coin() ? "requests_per_unit" : "requestsPerUnit", number()));
+      if (rng_.below(10) != 0) l.push_back(member("unit", unit()));
+      members.push_back(member("limit", object(l)));
+    }
+    if (rng_.below(4) == 0)
+      members.push_back(member(rng_.coin() ? "hits_addend" : "hitsAddend", number()));
+    return object(members);
+  }
+
+  std::string space() {
+    static const char* const kSpace[] = {"", "", "", " ", "  ", "\n", "\t", "\r\n "};
+    return rng_.below(300) == 0 ? "\v" : kSpace[rng_.below(std::size(kSpace))];
+  }
+
+  std::string member(const std::string& name, const std::string& value) {
+    return member_text("\"" + name + "\"", value);
+  }
+  std::string member_text(const std::string& quoted_name, const std::string& value) {
+    return space() + quoted_name + space() + ":" + space() + value + space();
+  }
+
+  std::string object(std::vector<std::string> members) {
+    for (std::size_t i = members.size(); i > 1; --i)
+      std::swap(members[i - 1], members[rng_.below(i)]);
+    if (rng_.below(40) == 0 && !members.empty()) members.push_back(members[0]);  // a repeat
+    std::string s = "{";
+    for (std::size_t i = 0; i < members.size(); ++i)
+      s += (i == 0 ? "" : ",") + members[i];
+    return s + space() + "}";
+  }
+
+  std::string array(const std::vector<std::string>& items) {
+    std::string s = "[" + space();
+    for (std::size_t i = 0; i < items.size(); ++i)
+      s += (i == 0 ? "" : ",") + space() + items[i];
+    return s + space() + "]";
+  }
+
+  std::string number() {
+    std::uint64_t v = 0;
+    switch (rng_.below(5)) {
+      case 0:
+        v = 0;
+        break;
+      case 1:
+        v = rng_.below(100);
+        break;
+      case 2:
+        v = kMaxLimit - rng_.below(2);
+        break;
+      default:
+        v = rng_.below(kMaxLimit + 1);
+    }
+    const std::string s = std::to_string(v);
+    switch (rng_.below(40)) {
+      case 0:
+        return "\"" + s + "\"";
+      case 1:
+        return s + ".0";
+      case 2:
+        return "-" + s;
+      case 3:
+        return std::to_string(kMaxLimit + 1 + rng_.below(10));
+      case 4:
+        return "1e2";
+      case 5:
+        return "null";
+      default:
+        return s;
+    }
+  }
+
+  std::string unit() {
+    static const char* const kUnits[] = {"second", "SECOND", "Minute",  "hour",      "DAY", "month",
+                                         "yEaR",   "week",   "unknown", "fortnight", ""};
+    return rng_.below(30) == 0 ? "1"
+                               : "\"" + std::string(kUnits[rng_.below(std::size(kUnits))]) + "\"";
+  }
+
+  // text() writes a JSON string with escapes and code points of every length; now and then
+  // invalid UTF-8, a raw control character or an invalid escape.
+  std::string text() {
+    static const char* const kEscapes[] = {"\\\"", "\\\\", "\\/", "\\b",     "\\f",
+                                           "\\n",  "\\r",  "\\t", "\\u00e9", "\\ud83d\\ude00"};
+    static const char* const kWords[] = {"remote_address",
+                                         "203.0.113.9",
+                                         "/login",
+                                         "user_id",
+                                         "42",
+                                         "a b",
+                                         "{}",
+                                         "[]",
+                                         ",",
+                                         ":",
+                                         "'"};
+    std::string s = "\"";
+    const std::uint64_t pieces = rng_.below(30) == 0 ? 0 : 1 + rng_.below(4);
+    for (std::uint64_t i = 0; i < pieces; ++i) {
+      const std::uint64_t r = rng_.below(400);
+      if (r < 40) {
+        s += kEscapes[rng_.below(std::size(kEscapes))];
+      } else if (r < 80) {
+        std::uint32_t cp = static_cast<std::uint32_t>(0x80 + rng_.below(0x110000 - 0x80));
+        if (cp >= 0xD800 && cp <= 0xDFFF) cp = 0xFFFD;
+        s += utf8(cp);
+      } else if (r == 80) {
+        s += static_cast<char>(0x80 + rng_.below(0x80));  // not UTF-8
+      } else if (r == 81) {
+        s += static_cast<char>(rng_.below(0x20));  // a raw control character
+      } else if (r == 82) {
+        s += "\\x";
+      } else {
+        s += kWords[rng_.below(std::size(kWords))];
+      }
+    }
+    return s + "\"";
+  }
+
+  static std::string utf8(std::uint32_t cp) {
+    std::string s;
+    if (cp < 0x800) {
+      s += static_cast<char>(0xC0 | (cp >> 6));
+    } else if (cp < 0x10000) {
+      s += static_cast<char>(0xE0 | (cp >> 12));
+      s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    } else {
+      s += static_cast<char>(0xF0 | (cp >> 18));
+      s += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    }
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+    return s;
+  }
+
+  Rng& rng_;
+};
+
+TEST(ParseRequestDirect, SameAsTheDomPathForRandomBodies) {
+  Rng rng(17);
+  RequestBuilder builder(rng);
+  constexpr int kCases = 20'000;
+  int direct = 0;
+  int accepted = 0;
+  for (int i = 0; i < kCases; ++i)
+    ASSERT_TRUE(same_request(builder.body(), direct, accepted)) << "case " << i;
+  std::printf(
+      "[ stats    ] %d random bodies: %d accepted by the DOM path, %d of them read by the "
+      "fast path\n",
+      kCases, accepted, direct);
+  EXPECT_GT(direct, kCases / 4);
+}
+
+TEST(ParseRequestDirect, SameAsTheDomPathForMutatedBodies) {
+  Rng rng(19);
+  RequestBuilder builder(rng);
+  static const char* const kTokens[] = {"null",
+                                        "\"5\"",
+                                        "5.0",
+                                        "-1",
+                                        "1e2",
+                                        "4294967296",
+                                        "\"x\":1,",
+                                        ",",
+                                        "{}",
+                                        "[]",
+                                        "\xFF",
+                                        "\"domain\":\"d\",",
+                                        "\"path\":\"/p\",",
+                                        "true",
+                                        "}",
+                                        "]",
+                                        "\"cost\":1,",
+                                        "\"hitsAddend\":1,",
+                                        "\"unit\":\"hour\",",
+                                        "{\"key\":\"k\"}",
+                                        "0",
+                                        "00",
+                                        "\"",
+                                        "\\",
+                                        " ",
+                                        "\xC3",
+                                        "\"data\":{},"};
+  static const char kBytes[] = "{}[]\",:0123456789.eE-+tnu\\ \0\xff";
+  constexpr int kCases = 30'000;
+  int direct = 0;
+  int accepted = 0;
+  for (int i = 0; i < kCases; ++i) {
+    std::string body = builder.body();
+    const std::size_t at = rng.below(body.size() + 1);
+    switch (rng.below(5)) {
+      case 0:
+        if (at < body.size()) body[at] = kBytes[rng.below(sizeof kBytes - 1)];
+        break;
+      case 1:
+        body.erase(at, 1 + rng.below(8));
+        break;
+      case 2:
+        body.insert(at, 1, kBytes[rng.below(sizeof kBytes - 1)]);
+        break;
+      case 3:
+        body.resize(at);
+        break;
+      default:
+        body.insert(at, kTokens[rng.below(std::size(kTokens))]);
+    }
+    ASSERT_TRUE(same_request(body, direct, accepted)) << "case " << i;
+  }
+  std::printf(
+      "[ stats    ] %d mutated bodies: %d accepted by the DOM path, %d of them read by the "
+      "fast path\n",
+      kCases, accepted, direct);
+  EXPECT_GT(direct, 0);
 }
 
 // --- parse_trace_line -------------------------------------------------------------------------
