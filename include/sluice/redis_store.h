@@ -40,6 +40,10 @@ struct RedisStoreOptions {
   // Keys live this much longer than their state needs, so a caller whose clock is behind
   // Redis's does not see its state expire early.
   std::chrono::milliseconds expiry_grace{1000};
+  // open_store() wraps the store in an OverLimitCache (sluice/over_limit_cache.h): keys known to
+  // be over their limit are answered locally until they can pass again. Not with redis_time
+  // (the cache keeps the caller's time).
+  bool over_limit_cache = true;
   // After a timeout or a lost connection, decisions stop waiting on Redis (they fail at once,
   // and each limit's failure_mode decides) for this long, doubling up to the max while probes
   // keep failing.

@@ -1,6 +1,7 @@
 #include <charconv>
 #include <optional>
 
+#include "sluice/over_limit_cache.h"
 #include "sluice/storage.h"
 
 namespace sluice {
@@ -71,9 +72,17 @@ bool redis_option(std::string_view key, std::string_view value, RedisStoreOption
       return false;
     }
     o.redis_time = value == "redis";
+  } else if (key == "over_limit_cache") {
+    if (value != "on" && value != "off") {
+      error =
+          "storage URL: over_limit_cache must be 'on' or 'off', got '" + std::string(value) + "'";
+      return false;
+    }
+    o.over_limit_cache = value == "on";
   } else {
     error = "storage URL: unknown option '" + std::string(key) +
-            "' (known: prefix, connections, timeout_ms, connect_timeout_ms, grace_ms, db, time)";
+            "' (known: prefix, connections, timeout_ms, connect_timeout_ms, grace_ms, db, time, "
+            "over_limit_cache)";
     return false;
   }
   return true;
@@ -113,7 +122,7 @@ bool parse_query(std::string_view query, RedisStoreOptions& o, std::string& erro
       if (cluster != nullptr && error.find("unknown option") != std::string::npos) {
         error = "storage URL: unknown option '" + std::string(key) +
                 "' (known: prefix, connections, timeout_ms, connect_timeout_ms, grace_ms, time, "
-                "max_redirects)";
+                "over_limit_cache, max_redirects)";
       }
       return false;
     }
@@ -303,6 +312,15 @@ bool parse_storage_url(std::string_view url, StorageConfig& config, std::string&
   return parse_query(query, o, error);
 }
 
+namespace {
+
+std::unique_ptr<Store> with_cache(std::unique_ptr<Store> store, const RedisStoreOptions& o) {
+  if (!o.over_limit_cache || o.redis_time) return store;
+  return std::make_unique<OverLimitCache>(std::move(store));
+}
+
+}  // namespace
+
 std::unique_ptr<Store> open_store(std::string_view url, std::string& error) {
   StorageConfig config;
   if (!parse_storage_url(url, config, error)) return nullptr;
@@ -311,9 +329,9 @@ std::unique_ptr<Store> open_store(std::string_view url, std::string& error) {
       case StorageConfig::Kind::kMemory:
         return std::make_unique<MemoryStore>(config.memory);
       case StorageConfig::Kind::kRedis:
-        return std::make_unique<RedisStore>(config.redis);
+        return with_cache(std::make_unique<RedisStore>(config.redis), config.redis);
       case StorageConfig::Kind::kRedisCluster:
-        return std::make_unique<RedisClusterStore>(config.cluster);
+        return with_cache(std::make_unique<RedisClusterStore>(config.cluster), config.cluster.node);
     }
     error = "storage: unknown kind";
     return nullptr;

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "sluice/over_limit_cache.h"
 #include "sluice/storage.h"
 
 namespace sluice {
@@ -99,12 +100,32 @@ TEST(StorageUrl, OpenRedisClusterNamesItsSeeds) {
   std::string error;
   auto store = open_store("redis+cluster://127.0.0.1:1,127.0.0.1:2?connect_timeout_ms=50", error);
   ASSERT_NE(store, nullptr) << error;
-  EXPECT_EQ(store->name(), "redis+cluster://127.0.0.1:1,127.0.0.1:2");
+  EXPECT_EQ(store->name(), "redis+cluster://127.0.0.1:1,127.0.0.1:2 (over-limit cache)");
   LimitSpec spec{Algorithm::kFixedWindow, 1, 1'000'000, 0};
   Hit hit{"k", &spec, 1, true};
   Verdict v;
   const StoreStatus st = store->apply(std::span<const Hit>(&hit, 1), 0, std::span<Verdict>(&v, 1));
   EXPECT_EQ(st.code, StoreStatus::Code::kUnavailable) << st.message;
+}
+
+TEST(StorageUrl, RedisStoresHaveTheOverLimitCacheUnlessOffOrRedisTime) {
+  std::string error;
+  auto cached = open_store("redis://127.0.0.1:1", error);
+  ASSERT_NE(cached, nullptr) << error;
+  EXPECT_NE(dynamic_cast<OverLimitCache*>(cached.get()), nullptr);
+  auto off = open_store("redis://127.0.0.1:1?over_limit_cache=off", error);
+  ASSERT_NE(off, nullptr) << error;
+  EXPECT_EQ(dynamic_cast<OverLimitCache*>(off.get()), nullptr);
+  auto redis_time = open_store("redis://127.0.0.1:1?time=redis", error);
+  ASSERT_NE(redis_time, nullptr) << error;
+  EXPECT_EQ(dynamic_cast<OverLimitCache*>(redis_time.get()), nullptr);
+  auto cluster_off = open_store("redis+cluster://127.0.0.1:1?over_limit_cache=off", error);
+  ASSERT_NE(cluster_off, nullptr) << error;
+  EXPECT_EQ(dynamic_cast<OverLimitCache*>(cluster_off.get()), nullptr);
+  EXPECT_NE(ErrorOf("redis://host?over_limit_cache=maybe").find("'on' or 'off'"),
+            std::string::npos);
+  auto memory = open_store("memory://", error);
+  EXPECT_EQ(dynamic_cast<OverLimitCache*>(memory.get()), nullptr);
 }
 
 TEST(StorageUrl, BadUrlsSayWhatIsWrong) {
