@@ -6,9 +6,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 #include "sluice/limiter.h"
+#include "sluice/over_limit_cache.h"
 #include "storage/redis/script.h"
 #include "storage/redis/sha1.h"
 #include "support/redis_harness.h"
@@ -217,6 +219,45 @@ TEST(RedisStore, AuthUnixSocketAndDatabase) {
 
 namespace sluice::redis {
 namespace {
+
+// scripts_run() reads how many EVALSHA and EVAL calls Redis has run.
+long scripts_run(testing::RedisServer& server) {
+  const std::string info = server.call({"INFO", "commandstats"}).str;
+  long total = 0;
+  for (const char* cmd : {"cmdstat_evalsha:calls=", "cmdstat_eval:calls="}) {
+    const std::size_t at = info.find(cmd);
+    if (at != std::string::npos) total += std::stol(info.substr(at + std::strlen(cmd)));
+  }
+  return total;
+}
+
+// Strong consistency with the over-limit cache: a flood on a key over its limit reaches Redis
+// once per window, and every verdict is the one Redis would give.
+TEST(RedisStore, OverLimitCacheKeepsAFloodOffRedis) {
+  testing::RedisServer server;
+  RedisStoreOptions o;
+  o.port = server.port();
+  OverLimitCache cache(std::make_unique<RedisStore>(o));
+  ManualClock clock(kT0);
+  Limiter limiter(Rules(), cache, clock);
+  const Request flood{"faults", {Descriptor{{{"open", "flood"}}, {}, {}}}, 1};
+  const long before = scripts_run(server);
+  int allowed = 0;
+  for (int minute = 0; minute < 3; ++minute) {
+    for (int i = 0; i < 2000; ++i) {
+      const Decision d = limiter.decide(flood);
+      ASSERT_TRUE(d.error.empty()) << d.error;
+      allowed += d.allowed;
+      clock.advance(std::chrono::milliseconds(10));  // 2,000 hits over 20 s
+    }
+    clock.advance(std::chrono::seconds(60));
+  }
+  // 5 per minute, refilling 1 per 12 s: 5 at once, then 1 more each 12 s of the 20 s.
+  EXPECT_EQ(allowed, 3 * (5 + 1));
+  const long reached = scripts_run(server) - before;
+  EXPECT_LE(reached, 3 * (5 + 1 + 2 + 1)) << "admitted, plus a denial per refill";
+  EXPECT_GE(cache.answered_locally(), 3u * 1990);
+}
 
 TEST(Sha1, MatchesKnownVectorsAndRedis) {
   EXPECT_EQ(sha1_hex(""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
