@@ -27,8 +27,10 @@ struct Server::Impl {
   std::unique_ptr<server::RulesManager> rules;
   std::unique_ptr<server::HttpApi> api;
   std::unique_ptr<server::HttpServer> http;
-  std::unique_ptr<server::BlockingPool> pool;  // before grpc: outlives the calls it runs
   std::unique_ptr<server::RateLimitService> rls;
+  // Between the two: destroyed after gRPC (whose calls it runs) and before the service (whose
+  // methods its threads call), so joining its threads orders their last use of the service.
+  std::unique_ptr<server::BlockingPool> pool;
   std::unique_ptr<server::GrpcServer> grpc;
   std::atomic<bool> serving{false};
   std::once_flag shut_down;
@@ -108,6 +110,7 @@ void Server::shutdown() {
     if (s.grpc) grpc_drain = std::thread([&s] { s.grpc->shutdown(s.options.shutdown_grace); });
     if (s.http) s.http->shutdown(s.options.shutdown_grace);
     if (grpc_drain.joinable()) grpc_drain.join();
+    s.pool.reset();  // every call has finished: join the threads that ran them
   });
 }
 
