@@ -1,0 +1,267 @@
+// Many sluice instances on one shared store: K `sluice serve` processes against one Redis and
+// against a Redis Cluster, driven over gRPC with an offered load of 3x the limits, spread over
+// the instances (uniform, and skewed onto one instance). For each algorithm it reports what was
+// admitted against what the contract allows and the worst window, and checks that in strong
+// mode (every decision atomic in Redis) nothing ever exceeds the contract.
+//
+// The short form runs in `make test`; SLUICE_DISTRIBUTED_SECONDS=60 gives the long form.
+//
+// Decision times are only known to lie between a call's send and its answer, so every check is
+// made on the side that can only over-count: a violation reported is a real one.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <thread>
+
+#include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
+#include "server/server_fixture.h"
+#include "support/redis_harness.h"
+
+namespace sluice::testing {
+namespace {
+
+namespace rls = envoy::service::ratelimit::v3;
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr int kInstances = 4;
+constexpr std::uint64_t kLimit = 40;  // per second, for every algorithm below
+constexpr Micros kWindow = 1'000'000;
+
+// One limit per algorithm, each 40 per second.
+constexpr const char* kRules = R"(domain: dist
+descriptors:
+  - key: fixed_window
+    rate_limit: {unit: second, requests_per_unit: 40}
+  - key: sliding_window_log
+    rate_limit: {unit: second, requests_per_unit: 40, algorithm: sliding_window_log}
+  - key: token_bucket
+    rate_limit: {unit: second, requests_per_unit: 40, algorithm: token_bucket}
+)";
+
+Micros wall_micros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Instance is one `sluice serve` process.
+class Instance {
+ public:
+  Instance(const std::string& config, const std::string& storage, const std::string& log) {
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      std::freopen(log.c_str(), "w", stderr);
+      std::freopen("/dev/null", "w", stdout);
+      ::execl(SLUICE_BIN, SLUICE_BIN, "serve", "--config", config.c_str(), "--storage",
+              storage.c_str(), "--http-listen", "off", "--grpc-listen", "127.0.0.1:0",
+              "--watch-interval-ms", "0", nullptr);
+      ::_exit(127);
+    }
+    const std::regex listening("gRPC on 127\\.0\\.0\\.1:([0-9]+)");
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(15);
+    while (SteadyClock::now() < deadline) {
+      std::ifstream in(log);
+      const std::string text(std::istreambuf_iterator<char>(in), {});
+      std::smatch m;
+      if (std::regex_search(text, m, listening)) {
+        port_ = std::stoi(m[1]);
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // waiting for start-up
+    }
+    stop();
+    throw std::runtime_error("sluice serve did not start");
+  }
+  ~Instance() { stop(); }
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    for (int i = 0; i < 500 && ::waitpid(pid_, &status, WNOHANG) == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (::waitpid(pid_, &status, WNOHANG) == 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+    }
+    pid_ = -1;
+  }
+  int port() const { return port_; }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+// Call is one decision as the client saw it.
+struct Call {
+  Micros sent = 0, answered = 0;
+  bool ok = false;       // the call succeeded
+  bool allowed = false;  // OK rather than OVER_LIMIT
+  Micros reset = 0;      // duration_until_reset
+};
+
+// drive() offers `rate` calls per second for `seconds` on one key of `algorithm`, spread over
+// the instances by `weights`, paced per instance; returns every call.
+std::vector<Call> drive(const std::vector<int>& ports, const std::string& algorithm,
+                        const std::vector<double>& weights, double rate, double seconds) {
+  std::vector<std::vector<Call>> per(ports.size());
+  std::vector<std::thread> threads;
+  const auto start = SteadyClock::now();
+  for (std::size_t i = 0; i < ports.size(); ++i) {
+    const double my_rate = rate * weights[i];
+    if (my_rate <= 0) continue;
+    threads.emplace_back([&, i, my_rate] {
+      auto stub = rls::RateLimitService::NewStub(grpc::CreateChannel(
+          "127.0.0.1:" + std::to_string(ports[i]), grpc::InsecureChannelCredentials()));
+      rls::RateLimitRequest req;
+      req.set_domain("dist");
+      auto* e = req.add_descriptors()->add_entries();
+      e->set_key(algorithm);
+      e->set_value("shared");
+      const auto gap = std::chrono::duration<double>(1.0 / my_rate);
+      for (int n = 0;; ++n) {
+        const auto due = start + std::chrono::duration_cast<SteadyClock::duration>(gap * n);
+        if (due - start > std::chrono::duration<double>(seconds)) break;
+        std::this_thread::sleep_until(due);  // pacing the offered load, not waiting on a window
+        Call c;
+        c.sent = wall_micros();
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+        rls::RateLimitResponse resp;
+        const grpc::Status s = stub->ShouldRateLimit(&ctx, req, &resp);
+        c.answered = wall_micros();
+        c.ok = s.ok();
+        c.allowed = resp.overall_code() == rls::RateLimitResponse::OK;
+        if (resp.statuses_size() > 0) {
+          const auto& d = resp.statuses(0).duration_until_reset();
+          c.reset = d.seconds() * 1'000'000 + d.nanos() / 1000;
+        }
+        per[i].push_back(c);
+      }
+    });
+  }
+  for (auto& t : threads)
+    t.join();
+  std::vector<Call> all;
+  for (auto& v : per)
+    all.insert(all.end(), v.begin(), v.end());
+  std::sort(all.begin(), all.end(), [](const Call& a, const Call& b) { return a.sent < b.sent; });
+  return all;
+}
+
+// Report is what one run admitted against its contract.
+struct Report {
+  std::size_t calls = 0, failed = 0, admitted = 0;
+  double allowance = 0;    // what the contract allows over the run
+  std::int64_t worst = 0;  // the worst window's admitted minus its limit (<= 0 keeps the contract)
+  double rate = 0;         // decisions per second
+};
+
+Report analyse(const std::vector<Call>& calls, const std::string& algorithm, double seconds) {
+  Report r;
+  r.calls = calls.size();
+  std::vector<const Call*> admitted;
+  for (const Call& c : calls) {
+    r.failed += !c.ok;
+    if (c.ok && c.allowed) admitted.push_back(&c);
+  }
+  r.admitted = admitted.size();
+  r.rate = static_cast<double>(calls.size()) / seconds;
+  r.worst = -static_cast<std::int64_t>(kLimit);
+  if (algorithm == "fixed_window") {
+    // The window ends at decision time + duration_until_reset, a multiple of W: the one in
+    // [sent + reset, answered + reset] (unique while a call takes less than W).
+    std::map<Micros, std::int64_t> per_window;
+    for (const Call* c : admitted) {
+      const Micros end = (c->answered + c->reset) / kWindow * kWindow;
+      ++per_window[end];
+    }
+    for (const auto& [end, n] : per_window)
+      r.worst = std::max(r.worst, n - static_cast<std::int64_t>(kLimit));
+    r.allowance = static_cast<double>(kLimit) * static_cast<double>(per_window.size());
+  } else if (algorithm == "sliding_window_log") {
+    // Admitted decisions i..j whose true times lie within one window: answered_j - sent_i < W
+    // guarantees it, so at most n of them.
+    std::size_t i = 0;
+    for (std::size_t j = 0; j < admitted.size(); ++j) {
+      while (admitted[j]->answered - admitted[i]->sent >= kWindow)
+        ++i;
+      r.worst = std::max(r.worst,
+                         static_cast<std::int64_t>(j - i + 1) - static_cast<std::int64_t>(kLimit));
+    }
+    r.allowance = static_cast<double>(kLimit) * std::ceil(seconds);  // n per window of the run
+  } else {
+    // A token bucket of b = n admits at most b + n * (t_j - t_i) / W in [t_i, t_j], and
+    // t_j - t_i <= answered_j - sent_i.
+    for (std::size_t i = 0; i < admitted.size(); ++i) {
+      for (std::size_t j = i; j < admitted.size(); ++j) {
+        const double span = static_cast<double>(admitted[j]->answered - admitted[i]->sent);
+        const auto bound = static_cast<std::int64_t>(
+            std::floor(static_cast<double>(kLimit) * (1.0 + span / static_cast<double>(kWindow))));
+        r.worst = std::max(r.worst, static_cast<std::int64_t>(j - i + 1) - bound);
+      }
+    }
+    r.allowance = static_cast<double>(kLimit) * (1 + seconds);
+  }
+  return r;
+}
+
+double run_seconds() {
+  const char* env = std::getenv("SLUICE_DISTRIBUTED_SECONDS");
+  return env != nullptr ? std::max(1.0, std::atof(env)) : 3.0;
+}
+
+void run_strong(const std::string& storage, const std::string& label) {
+  TempDir dir;
+  dir.write("dist.yaml", kRules);
+  std::vector<std::unique_ptr<Instance>> instances;
+  std::vector<int> ports;
+  for (int i = 0; i < kInstances; ++i) {
+    instances.push_back(std::make_unique<Instance>(
+        dir.path() + "/dist.yaml", storage, dir.path() + "/serve" + std::to_string(i) + ".log"));
+    ports.push_back(instances.back()->port());
+  }
+  const double seconds = run_seconds();
+  const double offered = 3.0 * static_cast<double>(kLimit);  // 3x the limit
+  for (const auto& [spread, weights] : std::vector<std::pair<std::string, std::vector<double>>>{
+           {"uniform", {0.25, 0.25, 0.25, 0.25}}, {"skewed", {0.7, 0.1, 0.1, 0.1}}}) {
+    for (const std::string algorithm : {"fixed_window", "sliding_window_log", "token_bucket"}) {
+      const std::vector<Call> calls = drive(ports, algorithm, weights, offered, seconds);
+      const Report r = analyse(calls, algorithm, seconds);
+      std::printf(
+          "%-13s strong %-7s %-18s calls %5zu failed %zu admitted %5zu allowance %6.0f "
+          "(%.1f%%) worst window %+lld  %.0f decisions/s\n",
+          label.c_str(), spread.c_str(), algorithm.c_str(), r.calls, r.failed, r.admitted,
+          r.allowance, 100.0 * static_cast<double>(r.admitted) / r.allowance,
+          static_cast<long long>(r.worst), r.rate);
+      EXPECT_EQ(r.failed, 0u) << label << " " << spread << " " << algorithm;
+      EXPECT_LE(r.worst, 0) << label << " " << spread << " " << algorithm
+                            << ": more admitted than the contract allows";
+      EXPECT_GT(r.admitted, 0u);
+    }
+  }
+}
+
+TEST(Distributed, StrongOnOneRedisNeverExceedsTheContract) {
+  RedisServer redis;
+  run_strong("redis://" + redis.address(), "redis");
+}
+
+TEST(Distributed, StrongOnARedisClusterNeverExceedsTheContract) {
+  RedisCluster cluster;
+  run_strong("redis+cluster://" + cluster.seeds(), "redis-cluster");
+}
+
+}  // namespace
+}  // namespace sluice::testing
