@@ -57,8 +57,8 @@ struct ServerOptions {
   std::string admin_token;                     // "" turns the admin API off
   std::size_t max_body_bytes = 1 << 20;        // larger bodies (and gRPC messages) are refused
   unsigned http_threads = 0;                   // 0: one per core
-  // gRPC decisions through a remote store (Redis) run on this many threads, which wait for its
-  // answers; with the memory store they run on gRPC's own threads.
+  // Decisions through a remote store (Redis) run on this many threads, which wait for its
+  // answers; with the memory store they run on the gRPC and HTTP threads themselves.
   unsigned store_threads = 64;
   std::chrono::milliseconds watch_interval{250};  // how often rule files are checked; 0: never
   std::chrono::milliseconds shutdown_grace{10'000};

@@ -72,8 +72,8 @@ void add_serve_command(CLI::App& app, ServeCommand& cmd) {
       ->check(CLI::Range(0u, 1024u))
       ->capture_default_str();
   s->add_option("--store-threads", cmd.store_threads,
-                "Threads for gRPC decisions through a remote store (Redis), which wait for its "
-                "answers; with the memory store gRPC decides on its own threads")
+                "Threads for decisions through a remote store (Redis), which wait for its "
+                "answers; with the memory store gRPC and HTTP decide on their own threads")
       ->envname("SLUICE_STORE_THREADS")
       ->check(CLI::Range(1u, 4096u))
       ->capture_default_str();

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -128,15 +129,40 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
       linger_ = true;
       return write();
     }
-    HttpRequest request = parser_->release();
+    auto request = std::make_shared<HttpRequest>(parser_->release());
+    if (server_.options_.handler_pool == nullptr) return respond(*request);
+    // The work guard keeps the I/O threads running while the handler is away: with nothing
+    // else to do (the server stopping), they would otherwise return and never write its answer.
+    server_.options_.handler_pool->post(
+        [self = shared_from_this(), request, work = net::make_work_guard(stream_.get_executor())] {
+          HttpResponse res = self->handle(*request);
+          net::post(self->stream_.get_executor(), [self, request, res = std::move(res)]() mutable {
+            self->res_ = std::move(res);
+            self->finish(*request);
+          });
+        });
+  }
+
+  // handle() runs the handler; an exception becomes a 500.
+  HttpResponse handle(HttpRequest& request) {
     try {
-      res_ = server_.handler_(request);
+      return server_.handler_(request);
     } catch (const std::exception& e) {
       spdlog::error("http handler: {}", e.what());
-      res_ = HttpResponse(http::status::internal_server_error, request.version());
-      res_.set(http::field::content_type, "application/json");
-      res_.body() = "{\"error\":\"internal error\"}\n";
+      HttpResponse res(http::status::internal_server_error, request.version());
+      res.set(http::field::content_type, "application/json");
+      res.body() = "{\"error\":\"internal error\"}\n";
+      return res;
     }
+  }
+
+  void respond(HttpRequest& request) {
+    res_ = handle(request);
+    finish(request);
+  }
+
+  // finish() completes res_ for `request` and writes it (on the connection's strand).
+  void finish(const HttpRequest& request) {
     res_.version(request.version());
     head_ = request.method() == http::verb::head;
     res_.keep_alive(request.keep_alive() && !server_.stopping_.load(std::memory_order_relaxed));

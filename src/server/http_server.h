@@ -22,6 +22,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "server/blocking_pool.h"
+
 namespace sluice::server {
 
 namespace http = boost::beast::http;
@@ -35,6 +37,9 @@ struct HttpServerOptions {
   std::size_t max_body_bytes = 1 << 20;   // larger bodies get 413
   std::size_t max_header_bytes = 16 << 10;
   std::chrono::milliseconds idle_timeout{60'000};
+  // Where handlers run: null, on the I/O threads (for handlers that never block); otherwise on
+  // this pool (for handlers that wait on a remote store), the I/O threads carrying on meanwhile.
+  BlockingPool* handler_pool = nullptr;
 };
 
 // parse_listen() splits "host:port" ("[::1]:80", ":8080" = all addresses). False on error.

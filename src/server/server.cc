@@ -68,6 +68,11 @@ bool Server::start(std::string& error) {
     return false;
   }
 
+  // The memory store decides in well under a microsecond: on the front ends' own threads. A
+  // remote store waits for the network: on the threads of a pool, which may block.
+  if (dynamic_cast<MemoryStore*>(s.store) == nullptr)
+    s.pool = std::make_unique<server::BlockingPool>(o.store_threads);
+
   if (!o.http_listen.empty()) {
     s.api = std::make_unique<server::HttpApi>(
         server::HttpApiOptions{.admin_token = o.admin_token, .authz = o.authz}, *s.limiter,
@@ -76,15 +81,12 @@ bool Server::start(std::string& error) {
     http.listen = o.http_listen;
     http.threads = o.http_threads;
     http.max_body_bytes = o.max_body_bytes;
+    http.handler_pool = s.pool.get();
     s.http = std::make_unique<server::HttpServer>(
         http, [api = s.api.get()](server::HttpRequest& req) { return api->handle(req); });
     if (!s.http->start(error)) return false;
   }
   if (!o.grpc_listen.empty()) {
-    // The memory store decides in well under a microsecond: on gRPC's own threads. A remote
-    // store waits for the network: on threads of a pool, which may block.
-    if (dynamic_cast<MemoryStore*>(s.store) == nullptr)
-      s.pool = std::make_unique<server::BlockingPool>(o.store_threads);
     s.rls = std::make_unique<server::RateLimitService>(*s.limiter, s.metrics, s.pool.get());
     server::GrpcServerOptions grpc;
     grpc.listen = o.grpc_listen;
