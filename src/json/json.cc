@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "json/scanner.h"
+
 namespace sluice {
 
 namespace {
@@ -82,21 +84,7 @@ void append_bool(std::string& out, bool v) {
   out += v ? "true"sv : "false"sv;
 }
 
-// utf8_tail() tells how many continuation bytes follow the lead byte `lead` of a well-formed
-// UTF-8 sequence (0 for an invalid lead) and the range of the first one: the table of Unicode's
-// well-formed byte sequences, which nlohmann's decoder (Hoehrmann's DFA) implements.
-int utf8_tail(unsigned char lead, unsigned char& lo, unsigned char& hi) {
-  lo = 0x80;
-  hi = 0xBF;
-  if (lead >= 0xC2 && lead <= 0xDF) return 1;
-  if (lead == 0xE0) lo = 0xA0;
-  if (lead == 0xED) hi = 0x9F;
-  if (lead >= 0xE0 && lead <= 0xEF) return 2;
-  if (lead == 0xF0) lo = 0x90;
-  if (lead == 0xF4) hi = 0x8F;
-  if (lead >= 0xF0 && lead <= 0xF4) return 3;
-  return 0;
-}
+using json_text::utf8_tail;
 
 // append_string() appends `s` quoted, as nlohmann's dump(-1, ' ', false, replace) does: `"` `\`
 // and \b \f \n \r \t escaped, other bytes below 0x20 as \u00xx (lower-case hex), valid UTF-8
@@ -533,9 +521,9 @@ std::optional<AnyRequest> parse_path(const json& body, std::string& error) {
 // PathRequest. Every step returns false on anything it is not certain parse_request_json() reads
 // the same way (an escape it does not decode, a repeated field, a missing or empty required
 // field, any error); the caller then takes the DOM path, which decides and words the error.
-class DirectReader {
+class DirectReader : json_text::Scanner {
  public:
-  explicit DirectReader(std::string_view text) : p_(text.data()), end_(text.data() + text.size()) {}
+  using Scanner::Scanner;
 
   std::optional<AnyRequest> read() {
     enum : unsigned { kDomain = 1, kDescriptors = 2, kCost = 4, kPath = 8, kData = 16 };
@@ -647,165 +635,6 @@ class DirectReader {
              return a.first == b.first;
            }) == out.end();
   }
-
-  // once() marks a field as read; false when it was already (the DOM keeps the last one).
-  static bool once(unsigned& seen, unsigned bit) {
-    if ((seen & bit) != 0) return false;
-    seen |= bit;
-    return true;
-  }
-
-  // skip_space() skips what nlohmann's lexer skips between tokens.
-  void skip_space() {
-    while (p_ != end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t'))
-      ++p_;
-  }
-
-  bool take(char c) {
-    skip_space();
-    if (p_ == end_ || *p_ != c) return false;
-    ++p_;
-    return true;
-  }
-
-  // object() reads {"key": value, ...}, the key an ASCII name; `member(key)` reads each value.
-  template <typename Member>
-  bool object(Member&& member) {
-    if (!take('{')) return false;
-    skip_space();
-    if (p_ != end_ && *p_ == '}') {
-      ++p_;
-      return true;
-    }
-    for (;;) {
-      if (!take('"')) return false;
-      const char* start = p_;
-      while (p_ != end_ && *p_ != '"') {
-        const auto c = static_cast<unsigned char>(*p_);
-        if (c < 0x20 || c >= 0x80 || c == '\\') return false;
-        ++p_;
-      }
-      if (p_ == end_) return false;
-      const std::string_view key(start, static_cast<std::size_t>(p_ - start));
-      ++p_;
-      if (!take(':') || !member(key)) return false;
-      skip_space();
-      if (p_ == end_) return false;
-      const char c = *p_++;
-      if (c == '}') return true;
-      if (c != ',') return false;
-    }
-  }
-
-  // array() reads [element, ...]; `element()` reads each.
-  template <typename Element>
-  bool array(Element&& element) {
-    if (!take('[')) return false;
-    skip_space();
-    if (p_ != end_ && *p_ == ']') {
-      ++p_;
-      return true;
-    }
-    for (;;) {
-      if (!element()) return false;
-      skip_space();
-      if (p_ == end_) return false;
-      const char c = *p_++;
-      if (c == ']') return true;
-      if (c != ',') return false;
-    }
-  }
-
-  // quoted() reads a string: valid UTF-8 and the two-character escapes; no \u escapes, no raw
-  // control characters.
-  bool quoted(std::string& out) {
-    if (!take('"')) return false;
-    out.clear();
-    for (;;) {
-      const char* run = p_;
-      while (p_ != end_) {
-        const auto c = static_cast<unsigned char>(*p_);
-        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') break;
-        ++p_;
-      }
-      out.append(run, static_cast<std::size_t>(p_ - run));
-      if (p_ == end_) return false;
-      const auto c = static_cast<unsigned char>(*p_);
-      if (c == '"') {
-        ++p_;
-        return true;
-      }
-      if (c == '\\') {
-        if (++p_ == end_) return false;
-        switch (*p_++) {
-          case '"':
-            out += '"';
-            break;
-          case '\\':
-            out += '\\';
-            break;
-          case '/':
-            out += '/';
-            break;
-          case 'b':
-            out += '\b';
-            break;
-          case 'f':
-            out += '\f';
-            break;
-          case 'n':
-            out += '\n';
-            break;
-          case 'r':
-            out += '\r';
-            break;
-          case 't':
-            out += '\t';
-            break;
-          default:
-            return false;
-        }
-        continue;
-      }
-      if (c < 0x80) return false;  // a raw control character
-      unsigned char lo = 0;
-      unsigned char hi = 0;
-      const auto tail = static_cast<std::size_t>(utf8_tail(c, lo, hi));
-      if (tail == 0 || static_cast<std::size_t>(end_ - p_) <= tail) return false;
-      for (std::size_t k = 1; k <= tail; ++k) {
-        const auto b = static_cast<unsigned char>(p_[k]);
-        if (b < lo || b > hi) return false;
-        lo = 0x80;
-        hi = 0xBF;
-      }
-      out.append(p_, tail + 1);
-      p_ += tail + 1;
-    }
-  }
-
-  // number() reads a non-negative integer in plain decimal, at most `max`.
-  bool number(std::uint64_t max, std::uint64_t& out) {
-    skip_space();
-    if (p_ == end_ || *p_ < '0' || *p_ > '9') return false;
-    std::uint64_t v = 0;
-    if (*p_ == '0') {
-      ++p_;
-    } else {
-      while (p_ != end_ && *p_ >= '0' && *p_ <= '9') {
-        const auto d = static_cast<std::uint64_t>(*p_ - '0');
-        if (v > (max - d) / 10) return false;
-        v = v * 10 + d;
-        ++p_;
-      }
-    }
-    if (p_ != end_ && ((*p_ >= '0' && *p_ <= '9') || *p_ == '.' || *p_ == 'e' || *p_ == 'E'))
-      return false;
-    out = v;
-    return true;
-  }
-
-  const char* p_;
-  const char* end_;
 };
 
 // --- trace lines ------------------------------------------------------------------------------

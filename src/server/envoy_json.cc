@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "json/scanner.h"
+
 namespace sluice::server {
 
 namespace {
@@ -28,22 +30,7 @@ constexpr std::array<std::string_view, 3> kCodeNames = {"UNKNOWN", "OK", "OVER_L
 static_assert(rls::RateLimitResponse::OK == 1 && rls::RateLimitResponse::OVER_LIMIT == 2 &&
               rls::RateLimitResponse::Code_MAX == 2);
 
-// utf8_tail() tells how many continuation bytes follow `lead` in well-formed UTF-8 (0 when it
-// cannot start a sequence) and the range of the first of them (the later ones are 0x80..0xBF):
-// Unicode's table of well-formed byte sequences, which rejects overlong forms, surrogates and
-// code points past U+10FFFF, as protobuf's UTF-8 check does.
-int utf8_tail(unsigned char lead, unsigned char& lo, unsigned char& hi) {
-  lo = 0x80;
-  hi = 0xBF;
-  if (lead >= 0xC2 && lead <= 0xDF) return 1;
-  if (lead == 0xE0) lo = 0xA0;
-  if (lead == 0xED) hi = 0x9F;
-  if (lead >= 0xE0 && lead <= 0xEF) return 2;
-  if (lead == 0xF0) lo = 0x90;
-  if (lead == 0xF4) hi = 0x8F;
-  if (lead >= 0xF0 && lead <= 0xF4) return 3;
-  return 0;
-}
+using json_text::utf8_tail;
 
 // utf8_length() returns the length of the well-formed UTF-8 sequence at the start of `s`, and its
 // code point in `cp`; 0 when there is none.
@@ -69,12 +56,13 @@ std::size_t utf8_length(std::string_view s, std::uint32_t& cp) {
 // Reader reads a RateLimitRequest from strict JSON of the expected shape. Every step returns
 // false on anything it is not certain protobuf reads the same way; the caller then hands the
 // whole body to protobuf.
-class Reader {
+class Reader : json_text::Scanner {
  public:
-  explicit Reader(std::string_view text) : p_(text.data()), end_(text.data() + text.size()) {}
+  using Scanner::Scanner;
 
   bool request(rls::RateLimitRequest& out) {
-    if (!object([this, &out](std::string_view key, unsigned& seen) {
+    unsigned seen = 0;
+    if (!object([this, &out, &seen](std::string_view key) {
           if (key == "domain") return once(seen, 1) && quoted(*out.mutable_domain());
           if (key == "descriptors") {
             return once(seen, 2) &&
@@ -96,7 +84,8 @@ class Reader {
 
  private:
   bool descriptor(ratelimit::RateLimitDescriptor& out) {
-    return object([this, &out](std::string_view key, unsigned& seen) {
+    unsigned seen = 0;
+    return object([this, &out, &seen](std::string_view key) {
       if (key == "entries") {
         return once(seen, 1) && array([this, &out] { return entry(*out.add_entries()); });
       }
@@ -112,7 +101,8 @@ class Reader {
   }
 
   bool entry(ratelimit::RateLimitDescriptor::Entry& out) {
-    return object([this, &out](std::string_view key, unsigned& seen) {
+    unsigned seen = 0;
+    return object([this, &out, &seen](std::string_view key) {
       if (key == "key") return once(seen, 1) && quoted(*out.mutable_key());
       if (key == "value") return once(seen, 2) && quoted(*out.mutable_value());
       return false;
@@ -120,7 +110,8 @@ class Reader {
   }
 
   bool limit(ratelimit::RateLimitDescriptor::RateLimitOverride& out) {
-    return object([this, &out](std::string_view key, unsigned& seen) {
+    unsigned seen = 0;
+    return object([this, &out, &seen](std::string_view key) {
       if (key == "requestsPerUnit" || key == "requests_per_unit") {
         std::uint64_t v = 0;
         if (!once(seen, 1) || !number(kMaxU32, v)) return false;
@@ -141,167 +132,6 @@ class Reader {
       return false;
     });
   }
-
-  // once() marks a field as read; false when it was already (protobuf merges repeated fields).
-  static bool once(unsigned& seen, unsigned bit) {
-    if ((seen & bit) != 0) return false;
-    seen |= bit;
-    return true;
-  }
-
-  // skip_space() skips JSON's whitespace (protobuf also skips \v and \f: those fall back).
-  void skip_space() {
-    while (p_ != end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t'))
-      ++p_;
-  }
-
-  bool take(char c) {
-    skip_space();
-    if (p_ == end_ || *p_ != c) return false;
-    ++p_;
-    return true;
-  }
-
-  // object() reads {"key": value, ...}; `member(key, seen)` reads each value.
-  template <typename Member>
-  bool object(Member&& member) {
-    if (!take('{')) return false;
-    skip_space();
-    if (p_ != end_ && *p_ == '}') {
-      ++p_;
-      return true;
-    }
-    unsigned seen = 0;
-    for (;;) {
-      std::string_view key;
-      if (!plain(key) || !take(':') || !member(key, seen)) return false;
-      skip_space();
-      if (p_ == end_) return false;
-      const char c = *p_++;
-      if (c == '}') return true;
-      if (c != ',') return false;
-    }
-  }
-
-  // array() reads [element, ...]; `element()` reads each.
-  template <typename Element>
-  bool array(Element&& element) {
-    if (!take('[')) return false;
-    skip_space();
-    if (p_ != end_ && *p_ == ']') {
-      ++p_;
-      return true;
-    }
-    for (;;) {
-      if (!element()) return false;
-      skip_space();
-      if (p_ == end_) return false;
-      const char c = *p_++;
-      if (c == ']') return true;
-      if (c != ',') return false;
-    }
-  }
-
-  // plain() reads a string of printable ASCII without escapes (a key, an enum name).
-  bool plain(std::string_view& out) {
-    if (!take('"')) return false;
-    const char* start = p_;
-    while (p_ != end_ && *p_ != '"') {
-      const auto c = static_cast<unsigned char>(*p_);
-      if (c < 0x20 || c >= 0x80 || c == '\\') return false;
-      ++p_;
-    }
-    if (p_ == end_) return false;
-    out = std::string_view(start, static_cast<std::size_t>(p_ - start));
-    ++p_;
-    return true;
-  }
-
-  // quoted() reads a string value: valid UTF-8, the two-character escapes; no \u escapes and no
-  // raw control characters.
-  bool quoted(std::string& out) {
-    if (!take('"')) return false;
-    out.clear();
-    for (;;) {
-      const char* run = p_;
-      while (p_ != end_) {
-        const auto c = static_cast<unsigned char>(*p_);
-        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') break;
-        ++p_;
-      }
-      out.append(run, static_cast<std::size_t>(p_ - run));
-      if (p_ == end_) return false;
-      const auto c = static_cast<unsigned char>(*p_);
-      if (c == '"') {
-        ++p_;
-        return true;
-      }
-      if (c == '\\') {
-        if (++p_ == end_) return false;
-        switch (*p_++) {
-          case '"':
-            out += '"';
-            break;
-          case '\\':
-            out += '\\';
-            break;
-          case '/':
-            out += '/';
-            break;
-          case 'b':
-            out += '\b';
-            break;
-          case 'f':
-            out += '\f';
-            break;
-          case 'n':
-            out += '\n';
-            break;
-          case 'r':
-            out += '\r';
-            break;
-          case 't':
-            out += '\t';
-            break;
-          default:
-            return false;  // \u escapes (surrogates...) and invalid ones: protobuf decides
-        }
-        continue;
-      }
-      if (c < 0x80) return false;  // a raw control character
-      std::uint32_t cp = 0;
-      const std::size_t n =
-          utf8_length(std::string_view(p_, static_cast<std::size_t>(end_ - p_)), cp);
-      if (n == 0) return false;
-      out.append(p_, n);
-      p_ += n;
-    }
-  }
-
-  // number() reads a non-negative integer in plain decimal (no sign, fraction, exponent or
-  // leading zero), at most `max`.
-  bool number(std::uint64_t max, std::uint64_t& out) {
-    skip_space();
-    if (p_ == end_ || *p_ < '0' || *p_ > '9') return false;
-    std::uint64_t v = 0;
-    if (*p_ == '0') {
-      ++p_;
-    } else {
-      while (p_ != end_ && *p_ >= '0' && *p_ <= '9') {
-        const auto d = static_cast<std::uint64_t>(*p_ - '0');
-        if (v > (max - d) / 10) return false;
-        v = v * 10 + d;
-        ++p_;
-      }
-    }
-    if (p_ != end_ && ((*p_ >= '0' && *p_ <= '9') || *p_ == '.' || *p_ == 'e' || *p_ == 'E'))
-      return false;
-    out = v;
-    return true;
-  }
-
-  const char* p_;
-  const char* end_;
 };
 
 // --- writing ----------------------------------------------------------------------------------

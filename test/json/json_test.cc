@@ -12,11 +12,13 @@
 #include "sluice/limiter.h"
 #include "sluice/rules.h"
 #include "sluice/store.h"
+#include "support/json_mutation.h"
 
 namespace sluice {
 namespace {
 
 using nlohmann::json;
+using testing::Rng;
 
 Request two_descriptor_request() {
   Request r;
@@ -188,24 +190,6 @@ TEST(DumpJson, InvalidUtf8IsReplacedNotThrown) {
 }
 
 // --- append_decision_json: byte-identical to dump_json(decision_to_json(...)) ---------------
-
-// Rng is splitmix64: deterministic, so a failure reproduces.
-class Rng {
- public:
-  explicit Rng(std::uint64_t seed) : state_(seed) {}
-  std::uint64_t next() {
-    state_ += 0x9E3779B97F4A7C15u;
-    std::uint64_t z = state_;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
-    return z ^ (z >> 31);
-  }
-  std::uint64_t below(std::uint64_t n) { return next() % n; }
-  bool coin() { return (next() & 1) != 0; }
-
- private:
-  std::uint64_t state_;
-};
 
 // random_text() mixes the bytes a JSON string renderer must get right: plain ASCII, quotes,
 // backslashes, control characters, DEL, valid UTF-8 of every length (edges included), and
@@ -397,7 +381,7 @@ TEST(AppendDecisionJson, MatchesDumpForEveryShortByteString) {
     d.statuses[0].name = name;
     std::string got;
     append_decision_json(got, d, request);
-    ASSERT_EQ(got, dump_json(decision_to_json(d, request))) << testing::PrintToString(name);
+    ASSERT_EQ(got, dump_json(decision_to_json(d, request))) << ::testing::PrintToString(name);
   };
   for (int a = 0; a < 256; ++a) {
     check(std::string(1, static_cast<char>(a)));
@@ -952,29 +936,12 @@ TEST(ParseRequestDirect, SameAsTheDomPathForMutatedBodies) {
                                         " ",
                                         "\xC3",
                                         "\"data\":{},"};
-  static const char kBytes[] = "{}[]\",:0123456789.eE-+tnu\\ \0\xff";
   constexpr int kCases = 30'000;
   int direct = 0;
   int accepted = 0;
   for (int i = 0; i < kCases; ++i) {
     std::string body = builder.body();
-    const std::size_t at = rng.below(body.size() + 1);
-    switch (rng.below(5)) {
-      case 0:
-        if (at < body.size()) body[at] = kBytes[rng.below(sizeof kBytes - 1)];
-        break;
-      case 1:
-        body.erase(at, 1 + rng.below(8));
-        break;
-      case 2:
-        body.insert(at, 1, kBytes[rng.below(sizeof kBytes - 1)]);
-        break;
-      case 3:
-        body.resize(at);
-        break;
-      default:
-        body.insert(at, kTokens[rng.below(std::size(kTokens))]);
-    }
+    mutate_json(body, rng, kTokens);
     ASSERT_TRUE(same_request(body, direct, accepted)) << "case " << i;
   }
   std::printf(

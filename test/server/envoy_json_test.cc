@@ -16,33 +16,13 @@
 #include <vector>
 
 #include "sluice/algorithms.h"
+#include "support/json_mutation.h"
 
 namespace sluice::server {
 namespace {
 
 using google::protobuf::util::MessageDifferencer;
-
-// Rng is splitmix64: deterministic, so a failure reproduces.
-class Rng {
- public:
-  explicit Rng(std::uint64_t seed) : state_(seed) {}
-  std::uint64_t next() {
-    state_ += 0x9E3779B97F4A7C15u;
-    std::uint64_t z = state_;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
-    return z ^ (z >> 31);
-  }
-  std::uint64_t below(std::uint64_t n) { return next() % n; }
-  bool one_in(std::uint64_t n) { return below(n) == 0; }
-  template <typename T, std::size_t N>
-  const T& pick(const T (&items)[N]) {
-    return items[below(N)];
-  }
-
- private:
-  std::uint64_t state_;
-};
+using testing::Rng;
 
 std::string utf8(std::uint32_t cp) {
   std::string s;
@@ -792,7 +772,6 @@ TEST(ParseEnvoyJson, SameAsProtobufForMutatedBodies) {
                                         "\"limit\":{},",
                                         "\"entries\":[],",
                                         "\"descriptors\":[{}],"};
-  static const char kBytes[] = "{}[]\",:0123456789.eE-+tnu\\ \0\xff";
   constexpr int kCases = 40'000;
   int direct = 0;
   int accepted = 0;
@@ -800,23 +779,7 @@ TEST(ParseEnvoyJson, SameAsProtobufForMutatedBodies) {
     std::string body = builder.request();
     const std::uint64_t edits = rng.one_in(3) ? 1 + rng.below(3) : 1;
     for (std::uint64_t e = 0; e < edits; ++e) {
-      const std::size_t at = body.empty() ? 0 : rng.below(body.size() + 1);
-      switch (rng.below(5)) {
-        case 0:
-          if (at < body.size()) body[at] = kBytes[rng.below(sizeof kBytes - 1)];
-          break;
-        case 1:
-          body.erase(at, 1 + rng.below(8));
-          break;
-        case 2:
-          body.insert(at, 1, kBytes[rng.below(sizeof kBytes - 1)]);
-          break;
-        case 3:
-          body.resize(at);  // truncated
-          break;
-        default:
-          body.insert(at, rng.pick(kTokens));
-      }
+      testing::mutate_json(body, rng, kTokens);
     }
     ASSERT_TRUE(same_parse(body, direct, accepted)) << "case " << i;
   }
