@@ -4,7 +4,8 @@
 // admitted against what the contract allows and the worst window, and checks that in strong
 // mode (every decision atomic in Redis) nothing ever exceeds the contract.
 //
-// The short form runs in `make test`; SLUICE_DISTRIBUTED_SECONDS=60 gives the long form.
+// The short form runs in `make test`; SLUICE_DISTRIBUTED_SECONDS=60 gives the long form, and
+// SLUICE_DISTRIBUTED_CSV=file records every call for scripts/plot-distributed.py.
 //
 // Decision times are only known to lie between a call's send and its answer, so every check is
 // made on the side that can only over-count: a violation reported is a real one.
@@ -217,6 +218,22 @@ Report analyse(const std::vector<Call>& calls, const std::string& algorithm, dou
   return r;
 }
 
+// write_csv() appends every call to $SLUICE_DISTRIBUTED_CSV, when set, for
+// scripts/plot-distributed.py: store, spread, algorithm, milliseconds since the run's first
+// call, admitted (1) or not (0).
+void write_csv(const std::vector<Call>& calls, const std::string& store, const std::string& spread,
+               const std::string& algorithm) {
+  const char* path = std::getenv("SLUICE_DISTRIBUTED_CSV");
+  if (path == nullptr || calls.empty()) return;
+  std::ofstream out(path, std::ios::app);
+  const Micros t0 = calls.front().sent;
+  for (const Call& c : calls) {
+    if (!c.ok) continue;
+    out << store << ',' << spread << ',' << algorithm << ',' << (c.sent - t0) / 1000 << ','
+        << (c.allowed ? 1 : 0) << '\n';
+  }
+}
+
 double run_seconds() {
   const char* env = std::getenv("SLUICE_DISTRIBUTED_SECONDS");
   return env != nullptr ? std::max(1.0, std::atof(env)) : 3.0;
@@ -239,6 +256,7 @@ void run_strong(const std::string& storage, const std::string& label) {
     for (const std::string algorithm : {"fixed_window", "sliding_window_log", "token_bucket"}) {
       const std::vector<Call> calls = drive(ports, algorithm, weights, offered, seconds);
       const Report r = analyse(calls, algorithm, seconds);
+      write_csv(calls, label, spread, algorithm);
       std::printf(
           "%-13s strong %-7s %-18s calls %5zu failed %zu admitted %5zu allowance %6.0f "
           "(%.1f%%) worst window %+lld  %.0f decisions/s\n",
