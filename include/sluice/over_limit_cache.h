@@ -58,7 +58,7 @@ class OverLimitCache final : public Store {
     Micros full_at = 0;    // the state is whole again (reset_after)
   };
   struct Shard {
-    std::mutex mu;
+    mutable std::mutex mu;
     std::unordered_map<std::string, Entry> entries;
   };
   static constexpr std::size_t kShards = 16;

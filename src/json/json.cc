@@ -614,21 +614,11 @@ class DirectReader : json_text::Scanner {
 
   // data() reads {"name": "value", ...} in the DOM's order: sorted by name.
   bool data(std::vector<std::pair<std::string, std::string>>& out) {
-    if (!take('{')) return false;
-    skip_space();
-    if (p_ != end_ && *p_ == '}') {
-      ++p_;
-      return true;
-    }
-    for (;;) {
+    const bool read = members([this, &out] {
       auto& [name, value] = out.emplace_back();
-      if (!quoted(name) || !take(':') || !quoted(value)) return false;
-      skip_space();
-      if (p_ == end_) return false;
-      const char c = *p_++;
-      if (c == '}') break;
-      if (c != ',') return false;
-    }
+      return quoted(name) && take(':') && quoted(value);
+    });
+    if (!read) return false;
     std::sort(out.begin(), out.end(),
               [](const auto& a, const auto& b) { return a.first < b.first; });
     return std::adjacent_find(out.begin(), out.end(), [](const auto& a, const auto& b) {

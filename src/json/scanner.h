@@ -66,6 +66,15 @@ class Scanner {
   // reads each value.
   template <typename Member>
   bool object(Member&& member) {
+    return members([this, &member] {
+      std::string_view key;
+      return plain(key) && take(':') && member(key);
+    });
+  }
+
+  // members() reads {member, ...}; `each()` reads one whole "key": value pair.
+  template <typename Each>
+  bool members(Each&& each) {
     if (!take('{')) return false;
     skip_space();
     if (p_ != end_ && *p_ == '}') {
@@ -73,8 +82,7 @@ class Scanner {
       return true;
     }
     for (;;) {
-      std::string_view key;
-      if (!plain(key) || !take(':') || !member(key)) return false;
+      if (!each()) return false;
       skip_space();
       if (p_ == end_) return false;
       const char c = *p_++;

@@ -19,7 +19,7 @@ OverLimitCache::Shard& OverLimitCache::shard_of(std::string_view key) {
 
 std::size_t OverLimitCache::size() const {
   std::size_t n = 0;
-  for (auto& s : const_cast<std::vector<Shard>&>(shards_)) {
+  for (const Shard& s : shards_) {
     std::lock_guard<std::mutex> lock(s.mu);
     n += s.entries.size();
   }
