@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """Plots what sluice instances admitted over time, from distributed_test's CSV.
 
-    SLUICE_DISTRIBUTED_SECONDS=20 SLUICE_DISTRIBUTED_CSV=/tmp/calls.csv build/test/distributed_test
-    /usr/bin/python3 scripts/plot-distributed.py /tmp/calls.csv docs/img/strong-admitted.png
+    SLUICE_DISTRIBUTED_SECONDS=60 SLUICE_DISTRIBUTED_CSV=/tmp/calls.csv build/test/distributed_test
+    /usr/bin/python3 scripts/plot-distributed.py /tmp/calls.csv docs/img/strong-admitted.png strong
+    /usr/bin/python3 scripts/plot-distributed.py /tmp/calls.csv docs/img/eventual-admitted.png eventual
 
-One panel per algorithm and store; each line is the admitted rate (calls per second, over the
-last second, sampled every 100 ms) of one load spread, against the limit. Needs Debian's
-python3-matplotlib.
+One panel per algorithm and store (for the given consistency: strong or eventual); each line is
+the admitted rate (calls per second, over the last second, sampled every 100 ms) of one load
+spread, against the limit. Needs Debian's python3-matplotlib.
 """
 import collections
 import csv
@@ -20,12 +21,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 LIMIT = 40  # per second, as in test/server/distributed_test.cc
 
 
-def main(csv_path, png_path):
+def main(csv_path, png_path, mode):
     runs = collections.defaultdict(list)  # (store, spread, algorithm) -> [(ms, admitted)]
     with open(csv_path, newline="") as f:
         for store, spread, algorithm, ms, admitted in csv.reader(f):
             runs[(store, spread, algorithm)].append((int(ms), int(admitted)))
-    stores = sorted({k[0] for k in runs})
+    stores = sorted({k[0] for k in runs if k[0].endswith(" " + mode)})
     algorithms = ["fixed_window", "sliding_window_log", "token_bucket"]
     fig, axes = plt.subplots(len(stores), len(algorithms), figsize=(15, 4 * len(stores)),
                              squeeze=False, sharey=True)
@@ -50,18 +51,21 @@ def main(csv_path, png_path):
                     ys.append(hi - lo)
                 ax.plot(xs, ys, style, label=f"{spread} spread")
             ax.axhline(LIMIT, color="red", linewidth=1, label=f"limit ({LIMIT}/s)")
-            ax.set_title(f"{store}: {algorithm} (strong)")
+            name = algorithm
+            if mode == "eventual" and algorithm == "sliding_window_log":
+                name += " (counter form)"
+            ax.set_title(f"{store}: {name}")
             ax.set_xlabel("seconds")
             if col == 0:
                 ax.set_ylabel("admitted in the last second")
             ax.set_ylim(0, LIMIT * 2.2)
             ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle("4 sluice instances, 3x offered load: admitted rate over time")
+    fig.suptitle(f"4 sluice instances, {mode} consistency, 3x offered load: admitted rate over time")
     fig.tight_layout()
     fig.savefig(png_path, dpi=80)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: plot-distributed.py CALLS.csv OUT.png")
-    main(sys.argv[1], sys.argv[2])
+    if len(sys.argv) != 4 or sys.argv[3] not in ("strong", "eventual"):
+        sys.exit("usage: plot-distributed.py CALLS.csv OUT.png strong|eventual")
+    main(sys.argv[1], sys.argv[2], sys.argv[3])

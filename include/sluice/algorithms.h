@@ -52,6 +52,20 @@ inline constexpr std::uint64_t kMaxLimit = 0xFFFF'FFFFu;
 // kMaxWindow bounds a window: 100 years, so every product of the exact arithmetic fits.
 inline constexpr Micros kMaxWindow = Micros{100} * 366 * 86'400 * 1'000'000;
 
+// Consistency says how a limit is shared between sluice instances that use one Redis
+// (docs/deployment.md). Stores that are local to one process (the memory store) ignore it.
+enum class Consistency : std::uint8_t {
+  kDefault = 0,   // the store's default (`consistency=` in the storage URL, `sluice serve
+                  // --consistency`), which is strong unless set
+  kStrong = 1,    // every decision is one atomic step in Redis
+  kEventual = 2,  // decided locally; consumption is replicated every sync interval
+};
+
+// consistency_name() returns "default", "strong" or "eventual".
+std::string_view consistency_name(Consistency c) noexcept;
+// parse_consistency() maps "strong" or "eventual" to the Consistency, or nullopt.
+std::optional<Consistency> parse_consistency(std::string_view name) noexcept;
+
 // LimitSpec is one limit's parameters. A plain value; cheap to copy.
 struct LimitSpec {
   Algorithm algorithm = Algorithm::kFixedWindow;
@@ -62,6 +76,8 @@ struct LimitSpec {
   Micros window = 0;
   // b: the token bucket's capacity; 0 means n. Ignored by the other algorithms.
   std::uint64_t burst = 0;
+  // How instances sharing a Redis store share this limit; the memory store ignores it.
+  Consistency consistency = Consistency::kDefault;
 
   std::uint64_t capacity() const noexcept { return burst != 0 ? burst : limit; }
   friend bool operator==(const LimitSpec&, const LimitSpec&) = default;

@@ -50,6 +50,7 @@ class MemoryStore final : public Store {
   StoreStatus apply(std::span<const Hit> hits, Micros now,
                     std::span<Verdict> out) noexcept override;
   std::string name() const override { return "memory://"; }
+  bool decides_locally() const noexcept override { return true; }
 
   // size() returns the number of states tracked now.
   std::size_t size() const noexcept;

@@ -28,6 +28,10 @@
 
 namespace sluice {
 
+namespace redis {
+class Batcher;
+}
+
 struct RedisClusterStoreOptions {
   // Seed nodes, "host:port"; any reachable one yields the slot map.
   std::vector<std::string> seeds;
@@ -55,6 +59,9 @@ class RedisClusterStore final : public Store {
   // refreshes() counts slot-map loads from CLUSTER SLOTS: the first, then refreshes (after MOVED,
   // CLUSTERDOWN, or a node going away; at most one per 100 ms).
   std::uint64_t refreshes() const noexcept;
+  // batcher() sends batches of commands, each to the master serving its slot, one pipeline per
+  // master (src/storage/redis/batch.h; used by the eventual-consistency replicator).
+  redis::Batcher& batcher() noexcept;
 
  private:
   struct Impl;

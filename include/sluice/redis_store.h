@@ -22,6 +22,10 @@
 
 namespace sluice {
 
+namespace redis {
+class Batcher;
+}
+
 struct RedisStoreOptions {
   std::string host = "127.0.0.1";
   int port = 6379;
@@ -44,6 +48,14 @@ struct RedisStoreOptions {
   // be over their limit are answered locally until they can pass again. Not with redis_time
   // (the cache keeps the caller's time).
   bool over_limit_cache = true;
+  // The consistency of limits that name none (sluice/eventual_store.h): every decision atomic in
+  // Redis (strong), or local decisions exchanged with Redis every sync interval (eventual).
+  Consistency consistency = Consistency::kStrong;
+  // Eventual mode: how often instances exchange their consumption with Redis.
+  std::chrono::milliseconds sync_interval{100};
+  // Eventual mode: the share of a limit one instance admits on its own (a key it has not synced
+  // yet, Redis unreachable), in (0, 1]; 0 means 1/K for the K instances seen in Redis.
+  double local_share = 0;
   // After a timeout or a lost connection, decisions stop waiting on Redis (they fail at once,
   // and each limit's failure_mode decides) for this long, doubling up to the max while probes
   // keep failing.
@@ -65,6 +77,9 @@ class RedisStore final : public Store {
   std::string name() const override;
   // circuit_open() tells whether decisions are currently failing fast.
   bool circuit_open() const noexcept;
+  // batcher() sends batches of commands to this server (src/storage/redis/batch.h; used by the
+  // eventual-consistency replicator).
+  redis::Batcher& batcher() noexcept;
 
  private:
   StoreStatus decide(std::span<const Hit> hits, Micros now, std::span<Verdict> out) noexcept;

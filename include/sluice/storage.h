@@ -9,7 +9,10 @@
 // cluster), timeout_ms (command timeout, default 250), connect_timeout_ms (default 1000),
 // time=redis (decide with Redis's clock), grace_ms (expiry grace, default 1000),
 // over_limit_cache=on|off (default on: keys known to be over their limit are answered locally
-// until they can pass again, sluice/over_limit_cache.h; off with time=redis). User and
+// until they can pass again, sluice/over_limit_cache.h; off with time=redis),
+// consistency=strong|eventual (for limits that name none; default strong), sync_interval_ms
+// (eventual mode's rounds, default 100) and local_share (eventual mode: the share of a limit an
+// instance admits on its own, default 1/instances; sluice/eventual_store.h). User and
 // password may be percent-encoded. redis+cluster:// takes seed nodes (any reachable one yields
 // the slot map; the port defaults to 6379), the same options except db (a cluster has only
 // database 0), and max_redirects (MOVED/ASK/TRYAGAIN followed per decision, default 5).

@@ -48,6 +48,11 @@ class Store {
 
   // name() describes the store for logs ("memory", "redis://...").
   virtual std::string name() const = 0;
+
+  // decides_locally() tells whether apply() normally answers without waiting on the network
+  // (the memory store; an eventual-consistency store), so callers may decide on threads that
+  // must not block.
+  virtual bool decides_locally() const noexcept { return false; }
 };
 
 }  // namespace sluice

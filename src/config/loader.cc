@@ -56,8 +56,9 @@ constexpr std::string_view kDurationHelp =
 using Keys = std::span<const std::string_view>;
 
 constexpr std::string_view kLimitKeys[] = {
-    "unit",      "requests_per_unit", "unlimited", "name",  "replaces",
-    "algorithm", "unit_multiplier",   "window",    "burst", "failure_mode"};
+    "unit",     "requests_per_unit", "unlimited",       "name",
+    "replaces", "algorithm",         "unit_multiplier", "window",
+    "burst",    "failure_mode",      "consistency"};
 constexpr std::string_view kEnvoyTopKeys[] = {"domain", "descriptors"};
 constexpr std::string_view kPathTopKeys[] = {"rules"};
 constexpr std::string_view kDescriptorKeys[] = {
@@ -76,7 +77,8 @@ constexpr std::string_view kPathDescriptorKeys[] = {"key",
                                                     "unit_multiplier",
                                                     "window",
                                                     "burst",
-                                                    "failure_mode"};
+                                                    "failure_mode",
+                                                    "consistency"};
 constexpr std::string_view kReplacesKeys[] = {"name"};
 // Keys of newer Envoy ratelimit releases that sluice does not implement.
 constexpr std::string_view kUnsupportedEnvoyKeys[] = {"share_threshold", "value_to_metric",
@@ -635,6 +637,7 @@ class Reader {
     const Entry* e_window = given(es, "window");
     const Entry* e_burst = given(es, "burst");
     const Entry* e_failure = given(es, "failure_mode");
+    const Entry* e_consistency = given(es, "consistency");
 
     if (e_name != nullptr) def.name = string(*e_name, field(context, "name")).value_or("");
     if (e_failure != nullptr) {
@@ -646,6 +649,16 @@ class Reader {
         } else {
           error(value_loc(*e_failure),
                 field(context, "failure_mode") + ": must be allow or deny, got " + quote(*text));
+        }
+      }
+    }
+    if (e_consistency != nullptr) {
+      if (auto text = string(*e_consistency, field(context, "consistency"))) {
+        if (auto c = parse_consistency(lower(*text))) {
+          def.spec.consistency = *c;
+        } else {
+          error(value_loc(*e_consistency), field(context, "consistency") +
+                                               ": must be strong or eventual, got " + quote(*text));
         }
       }
     }

@@ -28,6 +28,24 @@ std::optional<Algorithm> parse_algorithm(std::string_view name) noexcept {
   return std::nullopt;
 }
 
+std::string_view consistency_name(Consistency c) noexcept {
+  switch (c) {
+    case Consistency::kDefault:
+      return "default";
+    case Consistency::kStrong:
+      return "strong";
+    case Consistency::kEventual:
+      return "eventual";
+  }
+  return "unknown";
+}
+
+std::optional<Consistency> parse_consistency(std::string_view name) noexcept {
+  if (name == "strong") return Consistency::kStrong;
+  if (name == "eventual") return Consistency::kEventual;
+  return std::nullopt;
+}
+
 bool refill_fits(const LimitSpec& s) noexcept {
   if (s.limit == 0) return true;
   return u128(s.capacity()) * u128(s.window) / s.limit <= u128(kMaxWindow);

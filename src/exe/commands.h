@@ -29,6 +29,9 @@ struct ServeCommand {
   std::size_t max_body_bytes = 1 << 20;
   unsigned http_threads = 0;
   unsigned store_threads = 64;
+  std::string consistency;   // "", strong or eventual
+  int sync_interval_ms = 0;  // 0: the storage URL's (default 100)
+  double local_share = 0;    // 0: the storage URL's (default 1/instances)
   int watch_interval_ms = 250;
   int shutdown_grace_ms = 10'000;
   unsigned authz_deny_status = 429;

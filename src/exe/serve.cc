@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <iostream>
 
 #include "exe/commands.h"
@@ -32,6 +33,29 @@ std::vector<std::string> split_list(const std::vector<std::string>& values) {
 
 std::string off_if_empty(const std::string& listen) {
   return listen == "off" ? "" : listen;
+}
+
+// with_sync_options() adds --consistency, --sync-interval-ms and --local-share to a Redis storage
+// URL's options (where they override the URL's own). The memory store is one process: they do
+// not apply to it.
+std::string with_sync_options(const ServeCommand& cmd) {
+  std::string url = cmd.storage;
+  if (url.rfind("redis", 0) != 0) return url;
+  std::vector<std::string> options;
+  if (!cmd.consistency.empty()) options.push_back("consistency=" + cmd.consistency);
+  if (cmd.sync_interval_ms > 0) {
+    options.push_back("sync_interval_ms=" + std::to_string(cmd.sync_interval_ms));
+  }
+  if (cmd.local_share > 0) {
+    char share[32];
+    std::snprintf(share, sizeof share, "%.6g", cmd.local_share);
+    options.push_back(std::string("local_share=") + share);
+  }
+  for (const std::string& option : options) {
+    url += url.find('?') == std::string::npos ? '?' : '&';
+    url += option;
+  }
+  return url;
 }
 
 }  // namespace
@@ -77,6 +101,23 @@ void add_serve_command(CLI::App& app, ServeCommand& cmd) {
       ->envname("SLUICE_STORE_THREADS")
       ->check(CLI::Range(1u, 4096u))
       ->capture_default_str();
+  s->add_option("--consistency", cmd.consistency,
+                "With Redis: how limits that do not name a consistency are shared between "
+                "instances: strong (every decision atomic in Redis; the default) or eventual "
+                "(decided locally, synced every --sync-interval-ms). docs/deployment.md")
+      ->envname("SLUICE_CONSISTENCY")
+      ->check(CLI::IsMember({"strong", "eventual"}));
+  s->add_option("--sync-interval-ms", cmd.sync_interval_ms,
+                "Eventual consistency: how often instances exchange their consumption through "
+                "Redis (default 100)")
+      ->envname("SLUICE_SYNC_INTERVAL_MS")
+      ->check(CLI::Range(1, 60'000));
+  s->add_option("--local-share", cmd.local_share,
+                "Eventual consistency: the share of a limit one instance admits on its own (a key "
+                "it has not synced yet, Redis unreachable), above 0 and at most 1 (default "
+                "1/instances, counted through Redis)")
+      ->envname("SLUICE_LOCAL_SHARE")
+      ->check(CLI::Range(0.000001, 1.0));
   s->add_option("--watch-interval-ms", cmd.watch_interval_ms,
                 "How often the rule files are checked for changes (0: never)")
       ->envname("SLUICE_WATCH_INTERVAL_MS")
@@ -121,7 +162,7 @@ int run_serve(const ServeCommand& cmd) {
 
   ServerOptions o;
   o.config = cmd.config;
-  o.storage = cmd.storage;
+  o.storage = with_sync_options(cmd);
   o.http_listen = off_if_empty(cmd.http_listen);
   o.grpc_listen = off_if_empty(cmd.grpc_listen);
   o.admin_token = cmd.admin_token;

@@ -68,10 +68,10 @@ bool Server::start(std::string& error) {
     return false;
   }
 
-  // The memory store decides in well under a microsecond: on the front ends' own threads. A
-  // remote store waits for the network: on the threads of a pool, which may block.
-  if (dynamic_cast<MemoryStore*>(s.store) == nullptr)
-    s.pool = std::make_unique<server::BlockingPool>(o.store_threads);
+  // The memory store (and an eventual-consistency one) decides in about a microsecond: on the
+  // front ends' own threads. A remote store waits for the network: on the threads of a pool,
+  // which may block.
+  if (!s.store->decides_locally()) s.pool = std::make_unique<server::BlockingPool>(o.store_threads);
 
   if (!o.http_listen.empty()) {
     s.api = std::make_unique<server::HttpApi>(

@@ -1,6 +1,7 @@
 #include <charconv>
 #include <optional>
 
+#include "sluice/eventual_store.h"
 #include "sluice/over_limit_cache.h"
 #include "sluice/storage.h"
 
@@ -79,10 +80,31 @@ bool redis_option(std::string_view key, std::string_view value, RedisStoreOption
       return false;
     }
     o.over_limit_cache = value == "on";
+  } else if (key == "consistency") {
+    auto c = parse_consistency(value);
+    if (!c) {
+      error = "storage URL: consistency must be 'strong' or 'eventual', got '" +
+              std::string(value) + "'";
+      return false;
+    }
+    o.consistency = *c;
+  } else if (key == "sync_interval_ms") {
+    auto v = number(1, 60'000);
+    if (!v) return false;
+    o.sync_interval = std::chrono::milliseconds(*v);
+  } else if (key == "local_share") {
+    double share = -1;
+    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), share);
+    if (ec != std::errc() || end != value.data() + value.size() || !(share > 0 && share <= 1)) {
+      error = "storage URL: local_share must be a number above 0 and at most 1, got '" +
+              std::string(value) + "'";
+      return false;
+    }
+    o.local_share = share;
   } else {
     error = "storage URL: unknown option '" + std::string(key) +
             "' (known: prefix, connections, timeout_ms, connect_timeout_ms, grace_ms, db, time, "
-            "over_limit_cache)";
+            "over_limit_cache, consistency, sync_interval_ms, local_share)";
     return false;
   }
   return true;
@@ -122,7 +144,7 @@ bool parse_query(std::string_view query, RedisStoreOptions& o, std::string& erro
       if (cluster != nullptr && error.find("unknown option") != std::string::npos) {
         error = "storage URL: unknown option '" + std::string(key) +
                 "' (known: prefix, connections, timeout_ms, connect_timeout_ms, grace_ms, time, "
-                "over_limit_cache, max_redirects)";
+                "over_limit_cache, consistency, sync_interval_ms, local_share, max_redirects)";
       }
       return false;
     }
@@ -319,6 +341,24 @@ std::unique_ptr<Store> with_cache(std::unique_ptr<Store> store, const RedisStore
   return std::make_unique<OverLimitCache>(std::move(store));
 }
 
+// A Redis store is opened as: EventualStore (limits with eventual consistency, decided here) in
+// front of the over-limit cache (strong limits' denials remembered) in front of the store.
+template <class Redis, class Options>
+std::unique_ptr<Store> open_redis(const Options& options, const RedisStoreOptions& o,
+                                  bool cluster) {
+  auto redis = std::make_unique<Redis>(options);
+  redis::Batcher& batcher = redis->batcher();
+  EventualStoreOptions e;
+  e.sync_interval = o.sync_interval;
+  e.default_consistency = o.consistency;
+  e.local_share = o.local_share;
+  e.prefix = o.prefix;
+  e.expiry_grace = o.expiry_grace;
+  e.cluster = cluster;
+  return std::make_unique<EventualStore>(with_cache(std::move(redis), o), batcher,
+                                         SystemClock::instance(), std::move(e));
+}
+
 }  // namespace
 
 std::unique_ptr<Store> open_store(std::string_view url, std::string& error) {
@@ -329,9 +369,9 @@ std::unique_ptr<Store> open_store(std::string_view url, std::string& error) {
       case StorageConfig::Kind::kMemory:
         return std::make_unique<MemoryStore>(config.memory);
       case StorageConfig::Kind::kRedis:
-        return with_cache(std::make_unique<RedisStore>(config.redis), config.redis);
+        return open_redis<RedisStore>(config.redis, config.redis, false);
       case StorageConfig::Kind::kRedisCluster:
-        return with_cache(std::make_unique<RedisClusterStore>(config.cluster), config.cluster.node);
+        return open_redis<RedisClusterStore>(config.cluster, config.cluster.node, true);
     }
     error = "storage: unknown kind";
     return nullptr;

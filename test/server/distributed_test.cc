@@ -7,6 +7,9 @@
 // The short form runs in `make test`; SLUICE_DISTRIBUTED_SECONDS=60 gives the long form, and
 // SLUICE_DISTRIBUTED_CSV=file records every call for scripts/plot-distributed.py.
 //
+// Strong mode must never exceed the contract; eventual mode (local decisions, synced every
+// 100 ms) must stay within 2 % of it over the run.
+//
 // Decision times are only known to lie between a call's send and its answer, so every check is
 // made on the side that can only over-count: a violation reported is a real one.
 #include <grpcpp/grpcpp.h>
@@ -26,6 +29,7 @@
 
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "server/server_fixture.h"
+#include "sluice/algorithms.h"
 #include "support/redis_harness.h"
 
 namespace sluice::testing {
@@ -58,7 +62,10 @@ Micros wall_micros() {
 // Instance is one `sluice serve` process.
 class Instance {
  public:
-  Instance(const std::string& config, const std::string& storage, const std::string& log) {
+  Instance(const std::string& config, const std::string& storage, const std::string& log,
+           const std::string& consistency = "strong") {
+    std::fflush(stdout);  // the child must not write this process's buffered output again
+    std::fflush(stderr);
     pid_ = ::fork();
     if (pid_ < 0) throw std::runtime_error("fork failed");
     if (pid_ == 0) {
@@ -66,7 +73,7 @@ class Instance {
       std::freopen("/dev/null", "w", stdout);
       ::execl(SLUICE_BIN, SLUICE_BIN, "serve", "--config", config.c_str(), "--storage",
               storage.c_str(), "--http-listen", "off", "--grpc-listen", "127.0.0.1:0",
-              "--watch-interval-ms", "0", nullptr);
+              "--watch-interval-ms", "0", "--consistency", consistency.c_str(), nullptr);
       ::_exit(127);
     }
     const std::regex listening("gRPC on 127\\.0\\.0\\.1:([0-9]+)");
@@ -164,12 +171,45 @@ std::vector<Call> drive(const std::vector<int>& ports, const std::string& algori
 // Report is what one run admitted against its contract.
 struct Report {
   std::size_t calls = 0, failed = 0, admitted = 0;
-  double allowance = 0;    // what the contract allows over the run
+  double allowance = 0;    // what the exact algorithm admits of the same offered calls
   std::int64_t worst = 0;  // the worst window's admitted minus its limit (<= 0 keeps the contract)
   double rate = 0;         // decisions per second
 };
 
-Report analyse(const std::vector<Call>& calls, const std::string& algorithm, double seconds) {
+// reference() returns what the exact algorithm (the memory store's step) admits of the offered
+// calls, at their send times: what the contract allows for this load.
+template <class State>
+double reference(Algorithm algorithm, const std::vector<Call>& calls) {
+  const LimitSpec spec{algorithm, kLimit, kWindow, 0};
+  State state;
+  std::size_t allowed = 0;
+  for (const Call& c : calls)
+    allowed += step(state, spec, 1, c.sent).allowed ? 1 : 0;
+  return static_cast<double>(allowed);
+}
+
+// analyse_counter() checks a sliding_window_log limit in eventual mode, which decides by the
+// sliding window counter's rule (sluice/eventual_store.h): at every admitted call (by its send
+// time), previous * (W - e) + current * W <= n * W over the calendar windows' real counts. The
+// allowance is what the exact counter admits of the same offered calls.
+void analyse_counter(const std::vector<const Call*>& admitted, const std::vector<Call>& calls,
+                     Report& r) {
+  std::map<Micros, std::int64_t> per_window;
+  for (const Call* c : admitted) {
+    const Micros k = c->sent / kWindow;
+    const std::int64_t cur = ++per_window[k];
+    const auto prev_it = per_window.find(k - 1);
+    const std::int64_t prev = prev_it == per_window.end() ? 0 : prev_it->second;
+    const Micros e = c->sent - k * kWindow;
+    const std::int64_t over =
+        prev * (kWindow - e) + cur * kWindow - static_cast<std::int64_t>(kLimit) * kWindow;
+    r.worst = std::max(r.worst, over <= 0 ? over / kWindow : (over + kWindow - 1) / kWindow);
+  }
+  r.allowance = reference<SlidingCounterState>(Algorithm::kSlidingWindowCounter, calls);
+}
+
+Report analyse(const std::vector<Call>& calls, const std::string& algorithm, double seconds,
+               bool counter_form = false) {
   Report r;
   r.calls = calls.size();
   std::vector<const Call*> admitted;
@@ -190,7 +230,9 @@ Report analyse(const std::vector<Call>& calls, const std::string& algorithm, dou
     }
     for (const auto& [end, n] : per_window)
       r.worst = std::max(r.worst, n - static_cast<std::int64_t>(kLimit));
-    r.allowance = static_cast<double>(kLimit) * static_cast<double>(per_window.size());
+    r.allowance = reference<FixedWindowState>(Algorithm::kFixedWindow, calls);
+  } else if (algorithm == "sliding_window_log" && counter_form) {
+    analyse_counter(admitted, calls, r);
   } else if (algorithm == "sliding_window_log") {
     // Admitted decisions i..j whose true times lie within one window: answered_j - sent_i < W
     // guarantees it, so at most n of them.
@@ -201,7 +243,7 @@ Report analyse(const std::vector<Call>& calls, const std::string& algorithm, dou
       r.worst = std::max(r.worst,
                          static_cast<std::int64_t>(j - i + 1) - static_cast<std::int64_t>(kLimit));
     }
-    r.allowance = static_cast<double>(kLimit) * std::ceil(seconds);  // n per window of the run
+    r.allowance = reference<SlidingLogState>(Algorithm::kSlidingWindowLog, calls);
   } else {
     // A token bucket of b = n admits at most b + n * (t_j - t_i) / W in [t_i, t_j], and
     // t_j - t_i <= answered_j - sent_i.
@@ -213,7 +255,7 @@ Report analyse(const std::vector<Call>& calls, const std::string& algorithm, dou
         r.worst = std::max(r.worst, static_cast<std::int64_t>(j - i + 1) - bound);
       }
     }
-    r.allowance = static_cast<double>(kLimit) * (1 + seconds);
+    r.allowance = reference<TokenBucketState>(Algorithm::kTokenBucket, calls);
   }
   return r;
 }
@@ -239,46 +281,139 @@ double run_seconds() {
   return env != nullptr ? std::max(1.0, std::atof(env)) : 3.0;
 }
 
-void run_strong(const std::string& storage, const std::string& label) {
+// Cluster is K `sluice serve` processes on one store.
+struct Cluster {
+  Cluster(const std::string& storage, const std::string& consistency) {
+    dir.write("dist.yaml", kRules);
+    for (int i = 0; i < kInstances; ++i) {
+      instances.push_back(std::make_unique<Instance>(
+          dir.path() + "/dist.yaml", storage,
+          dir.path() + "/serve-" + consistency + std::to_string(i) + ".log", consistency));
+      ports.push_back(instances.back()->port());
+    }
+  }
   TempDir dir;
-  dir.write("dist.yaml", kRules);
   std::vector<std::unique_ptr<Instance>> instances;
   std::vector<int> ports;
-  for (int i = 0; i < kInstances; ++i) {
-    instances.push_back(std::make_unique<Instance>(
-        dir.path() + "/dist.yaml", storage, dir.path() + "/serve" + std::to_string(i) + ".log"));
-    ports.push_back(instances.back()->port());
+};
+
+// throughput() runs `clients` closed-loop gRPC clients per instance for `seconds`, each deciding
+// on keys of its own spread over `keys` values, and returns the decisions per second.
+double throughput(const std::vector<int>& ports, int clients, double seconds, int keys) {
+  std::atomic<std::uint64_t> done{0};
+  std::vector<std::thread> threads;
+  const auto until = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
+                                              std::chrono::duration<double>(seconds));
+  for (std::size_t i = 0; i < ports.size(); ++i) {
+    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(ports[i]),
+                                       grpc::InsecureChannelCredentials());
+    for (int c = 0; c < clients; ++c) {
+      threads.emplace_back([&, channel, c] {
+        auto stub = rls::RateLimitService::NewStub(channel);
+        rls::RateLimitRequest req;
+        req.set_domain("dist");
+        auto* e = req.add_descriptors()->add_entries();
+        e->set_key("fixed_window");
+        std::uint64_t n = 0;
+        for (int k = c;; k = (k + 7919) % keys) {
+          if (SteadyClock::now() >= until) break;
+          e->set_value("user" + std::to_string(k));
+          grpc::ClientContext ctx;
+          ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+          rls::RateLimitResponse resp;
+          if (stub->ShouldRateLimit(&ctx, req, &resp).ok()) ++n;
+        }
+        done += n;
+      });
+    }
   }
+  for (auto& t : threads)
+    t.join();
+  return static_cast<double>(done.load()) / seconds;
+}
+
+void run_mode(const std::string& storage, const std::string& label,
+              const std::string& consistency) {
+  Cluster cluster(storage, consistency);
+  const std::vector<int>& ports = cluster.ports;
+  const bool strong = consistency == "strong";
   const double seconds = run_seconds();
   const double offered = 3.0 * static_cast<double>(kLimit);  // 3x the limit
   for (const auto& [spread, weights] : std::vector<std::pair<std::string, std::vector<double>>>{
            {"uniform", {0.25, 0.25, 0.25, 0.25}}, {"skewed", {0.7, 0.1, 0.1, 0.1}}}) {
     for (const std::string algorithm : {"fixed_window", "sliding_window_log", "token_bucket"}) {
       const std::vector<Call> calls = drive(ports, algorithm, weights, offered, seconds);
-      const Report r = analyse(calls, algorithm, seconds);
-      write_csv(calls, label, spread, algorithm);
+      const Report r = analyse(calls, algorithm, seconds, /*counter_form=*/!strong);
+      write_csv(calls, label + " " + consistency, spread, algorithm);
+      const double share = static_cast<double>(r.admitted) / r.allowance;
       std::printf(
-          "%-13s strong %-7s %-18s calls %5zu failed %zu admitted %5zu allowance %6.0f "
+          "%-13s %-8s %-7s %-18s calls %5zu failed %zu admitted %5zu allowance %6.0f "
           "(%.1f%%) worst window %+lld  %.0f decisions/s\n",
-          label.c_str(), spread.c_str(), algorithm.c_str(), r.calls, r.failed, r.admitted,
-          r.allowance, 100.0 * static_cast<double>(r.admitted) / r.allowance,
-          static_cast<long long>(r.worst), r.rate);
+          label.c_str(), consistency.c_str(), spread.c_str(), algorithm.c_str(), r.calls, r.failed,
+          r.admitted, r.allowance, 100.0 * share, static_cast<long long>(r.worst), r.rate);
       EXPECT_EQ(r.failed, 0u) << label << " " << spread << " " << algorithm;
-      EXPECT_LE(r.worst, 0) << label << " " << spread << " " << algorithm
-                            << ": more admitted than the contract allows";
       EXPECT_GT(r.admitted, 0u);
+      if (strong) {
+        EXPECT_LE(r.worst, 0) << label << " " << spread << " " << algorithm
+                              << ": more admitted than the contract allows";
+      } else {
+        // docs/deployment.md: within 2 % of the contract over the run, give or take the one
+        // sync interval (n * I / W = 4 units) that a run's start and end each cost.
+        const double slack = 0.02 * r.allowance + 8;
+        EXPECT_LE(static_cast<double>(r.admitted), r.allowance + slack)
+            << label << " " << spread << " " << algorithm;
+        EXPECT_GE(static_cast<double>(r.admitted), r.allowance - slack)
+            << label << " " << spread << " " << algorithm;
+      }
     }
   }
 }
 
 TEST(Distributed, StrongOnOneRedisNeverExceedsTheContract) {
   RedisServer redis;
-  run_strong("redis://" + redis.address(), "redis");
+  run_mode("redis://" + redis.address(), "redis", "strong");
 }
 
 TEST(Distributed, StrongOnARedisClusterNeverExceedsTheContract) {
   RedisCluster cluster;
-  run_strong("redis+cluster://" + cluster.seeds(), "redis-cluster");
+  run_mode("redis+cluster://" + cluster.seeds(), "redis-cluster", "strong");
+}
+
+TEST(Distributed, EventualOnOneRedisStaysWithinTwoPercentOfTheContract) {
+  RedisServer redis;
+  run_mode("redis://" + redis.address(), "redis", "eventual");
+}
+
+TEST(Distributed, EventualOnARedisClusterStaysWithinTwoPercentOfTheContract) {
+  RedisCluster cluster;
+  run_mode("redis+cluster://" + cluster.seeds(), "redis-cluster", "eventual");
+}
+
+// Decisions per second of K instances in eventual mode against K instances each on its own
+// memory store, side by side, closed loop over gRPC. Reported, not asserted (docs/benchmarks.md).
+TEST(Distributed, EventualDecidesAtMemoryStoreSpeed) {
+  RedisServer redis;
+  const double seconds = std::min(run_seconds(), 5.0);
+  const char* keys_env = std::getenv("SLUICE_DISTRIBUTED_KEYS");
+  const int keys = keys_env != nullptr ? std::max(1, std::atoi(keys_env)) : 10'000;
+  std::vector<double> memory, eventual;
+  for (int round = 0; round < 3; ++round) {
+    {
+      Cluster c("memory://", "strong");
+      memory.push_back(throughput(c.ports, 4, seconds, keys));
+    }
+    {
+      Cluster c("redis://" + redis.address(), "eventual");
+      eventual.push_back(throughput(c.ports, 4, seconds, keys));
+    }
+    std::printf("round %d: memory %.0f decisions/s, eventual %.0f decisions/s (%.1f%%)\n", round,
+                memory.back(), eventual.back(), 100.0 * eventual.back() / memory.back());
+  }
+  std::sort(memory.begin(), memory.end());
+  std::sort(eventual.begin(), eventual.end());
+  std::printf("median: memory %.0f decisions/s, eventual %.0f decisions/s (%.1f%%)\n", memory[1],
+              eventual[1], 100.0 * eventual[1] / memory[1]);
+  EXPECT_GT(eventual[1], 0);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "sluice/eventual_store.h"
 #include "sluice/over_limit_cache.h"
 #include "sluice/storage.h"
 
@@ -108,24 +109,55 @@ TEST(StorageUrl, OpenRedisClusterNamesItsSeeds) {
   EXPECT_EQ(st.code, StoreStatus::Code::kUnavailable) << st.message;
 }
 
+// strong_of() returns the store an opened Redis store's EventualStore hands strong limits to.
+Store* strong_of(Store* store) {
+  auto* eventual = dynamic_cast<EventualStore*>(store);
+  return eventual == nullptr ? nullptr : &eventual->strong();
+}
+
 TEST(StorageUrl, RedisStoresHaveTheOverLimitCacheUnlessOffOrRedisTime) {
   std::string error;
   auto cached = open_store("redis://127.0.0.1:1", error);
   ASSERT_NE(cached, nullptr) << error;
-  EXPECT_NE(dynamic_cast<OverLimitCache*>(cached.get()), nullptr);
+  EXPECT_NE(dynamic_cast<OverLimitCache*>(strong_of(cached.get())), nullptr);
   auto off = open_store("redis://127.0.0.1:1?over_limit_cache=off", error);
   ASSERT_NE(off, nullptr) << error;
-  EXPECT_EQ(dynamic_cast<OverLimitCache*>(off.get()), nullptr);
+  EXPECT_NE(strong_of(off.get()), nullptr);
+  EXPECT_EQ(dynamic_cast<OverLimitCache*>(strong_of(off.get())), nullptr);
   auto redis_time = open_store("redis://127.0.0.1:1?time=redis", error);
   ASSERT_NE(redis_time, nullptr) << error;
-  EXPECT_EQ(dynamic_cast<OverLimitCache*>(redis_time.get()), nullptr);
+  EXPECT_EQ(dynamic_cast<OverLimitCache*>(strong_of(redis_time.get())), nullptr);
   auto cluster_off = open_store("redis+cluster://127.0.0.1:1?over_limit_cache=off", error);
   ASSERT_NE(cluster_off, nullptr) << error;
-  EXPECT_EQ(dynamic_cast<OverLimitCache*>(cluster_off.get()), nullptr);
+  EXPECT_EQ(dynamic_cast<OverLimitCache*>(strong_of(cluster_off.get())), nullptr);
   EXPECT_NE(ErrorOf("redis://host?over_limit_cache=maybe").find("'on' or 'off'"),
             std::string::npos);
   auto memory = open_store("memory://", error);
   EXPECT_EQ(dynamic_cast<OverLimitCache*>(memory.get()), nullptr);
+  EXPECT_EQ(dynamic_cast<EventualStore*>(memory.get()), nullptr);
+}
+
+TEST(StorageUrl, EventualOptions) {
+  std::string error;
+  auto eventual =
+      open_store("redis://127.0.0.1:1?consistency=eventual&sync_interval_ms=250", error);
+  ASSERT_NE(eventual, nullptr) << error;
+  EXPECT_EQ(eventual->name(), "redis://127.0.0.1:1/0 (eventual, sync every 250 ms)");
+  StorageConfig config;
+  ASSERT_TRUE(parse_storage_url(
+      "redis+cluster://h:1?consistency=eventual&sync_interval_ms=50&local_share=0.5", config,
+      error))
+      << error;
+  EXPECT_EQ(config.cluster.node.consistency, Consistency::kEventual);
+  EXPECT_EQ(config.cluster.node.sync_interval, std::chrono::milliseconds(50));
+  EXPECT_EQ(config.cluster.node.local_share, 0.5);
+  EXPECT_NE(ErrorOf("redis://h?consistency=weak").find("'strong' or 'eventual', got 'weak'"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("redis://h?sync_interval_ms=0").find("sync_interval_ms must be"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("redis://h?local_share=1.5").find("local_share must be"), std::string::npos);
+  EXPECT_NE(ErrorOf("redis://h?local_share=0").find("local_share must be"), std::string::npos);
+  EXPECT_NE(ErrorOf("redis://h?local_share=abc").find("local_share must be"), std::string::npos);
 }
 
 TEST(StorageUrl, BadUrlsSayWhatIsWrong) {

@@ -30,6 +30,7 @@
 #include <utility>
 
 #include "sluice/redis_cluster_store.h"
+#include "storage/redis/batch.h"
 #include "storage/redis/breaker.h"
 #include "storage/redis/client.h"
 #include "storage/redis/decide.h"
@@ -159,7 +160,7 @@ bool reply_committed(const Reply& reply) {
 
 }  // namespace
 
-struct RedisClusterStore::Impl {
+struct RedisClusterStore::Impl final : redis::Batcher {
   // Node is one master: its connections and its breaker. Thread-safe.
   struct Node {
     Node(std::string address_, std::string host_, redis::ClientOptions client_options,
@@ -459,6 +460,68 @@ struct RedisClusterStore::Impl {
     }
   }
 
+  // ---- batches -----------------------------------------------------------------------------
+
+  // run() groups the commands by the master serving their slot and sends one pipeline per
+  // master. Redirections are not followed here: the slot map is corrected (MOVED) or refreshed,
+  // and the caller sends the command again in its next batch.
+  std::vector<CommandResult> run(const std::vector<redis::SlotCommand>& commands) override {
+    std::vector<CommandResult> results(commands.size());
+    if (commands.empty()) return results;
+    if (map()->empty()) {
+      refresh(/*wait=*/true);
+    } else if (stale_.load(std::memory_order_relaxed)) {
+      refresh(/*wait=*/false);
+    }
+    const std::shared_ptr<const SlotMap> slots = map();
+    std::map<std::shared_ptr<Node>, std::vector<std::size_t>> by_node;
+    for (std::size_t i = 0; i < commands.size(); ++i) {
+      std::shared_ptr<Node> node = slots->node_of(commands[i].slot);
+      if (node == nullptr) {
+        mark_stale();
+        results[i].status = unavailable("redis cluster: no known master serves slot " +
+                                        std::to_string(commands[i].slot));
+        continue;
+      }
+      by_node[std::move(node)].push_back(i);
+    }
+    for (auto& [node, index] : by_node) {
+      if (!node->breaker.allow()) {
+        mark_stale();
+        for (std::size_t i : index)
+          results[i].status = unavailable("redis " + node->address +
+                                          ": not answering; circuit open until a probe succeeds");
+        continue;
+      }
+      std::vector<std::vector<std::string>> argvs;
+      argvs.reserve(index.size());
+      for (std::size_t i : index)
+        argvs.push_back(commands[i].argv);
+      std::vector<CommandResult> rs = node->client.pipeline(argvs);
+      bool failed = false;
+      for (std::size_t j = 0; j < index.size(); ++j) {
+        CommandResult& r = rs[j];
+        if (!r.status.ok()) {
+          failed = failed || r.status.code == Code::kTimeout || r.status.code == Code::kUnavailable;
+        } else if (r.reply.is_error()) {
+          const Redirection to = redirection(r.reply, node->host);
+          if (to.kind == Redirection::Kind::kMoved) {
+            if (std::shared_ptr<Node> owner = node_for(to.address)) set_owner(to.slot, owner);
+          }
+          if (to.kind != Redirection::Kind::kNone) mark_stale();
+        }
+        results[index[j]] = std::move(r);
+      }
+      if (failed) {
+        node->breaker.on_failure();
+        mark_stale();
+      } else {
+        node->breaker.on_success();
+      }
+    }
+    return results;
+  }
+
   // ---- decisions ---------------------------------------------------------------------------
 
   StoreStatus apply(std::span<const Hit> hits, Micros now, std::span<Verdict> out) {
@@ -625,6 +688,10 @@ std::string RedisClusterStore::name() const {
     out += impl_->options.seeds[i];
   }
   return out;
+}
+
+redis::Batcher& RedisClusterStore::batcher() noexcept {
+  return *impl_;
 }
 
 std::uint64_t RedisClusterStore::refreshes() const noexcept {

@@ -1,18 +1,42 @@
 #include "sluice/redis_store.h"
 
+#include "storage/redis/batch.h"
 #include "storage/redis/breaker.h"
 #include "storage/redis/client.h"
 #include "storage/redis/decide.h"
 
 namespace sluice {
 
-namespace {}  // namespace
-
-struct RedisStore::Impl {
+struct RedisStore::Impl final : redis::Batcher {
   explicit Impl(RedisStoreOptions o)
       : options(std::move(o)),
         client(redis::client_options(options)),
         breaker(options.breaker_min_open, options.breaker_max_open) {}
+
+  std::vector<redis::CommandResult> run(const std::vector<redis::SlotCommand>& commands) override {
+    if (!breaker.allow()) {
+      std::vector<redis::CommandResult> failed(commands.size());
+      for (redis::CommandResult& r : failed)
+        r.status = StoreStatus{StoreStatus::Code::kUnavailable,
+                               "redis: not answering; circuit open until a probe succeeds"};
+      return failed;
+    }
+    std::vector<std::vector<std::string>> argvs;
+    argvs.reserve(commands.size());
+    for (const redis::SlotCommand& c : commands)
+      argvs.push_back(c.argv);
+    std::vector<redis::CommandResult> results = client.pipeline(argvs);
+    if (!results.empty()) {
+      const StoreStatus& last = results.back().status;
+      if (last.code == StoreStatus::Code::kTimeout ||
+          last.code == StoreStatus::Code::kUnavailable) {
+        breaker.on_failure();
+      } else {
+        breaker.on_success();
+      }
+    }
+    return results;
+  }
 
   RedisStoreOptions options;
   redis::Client client;
@@ -28,6 +52,10 @@ std::string RedisStore::name() const {
   const RedisStoreOptions& o = impl_->options;
   if (!o.unix_path.empty()) return "redis+unix://" + o.unix_path;
   return "redis://" + o.host + ":" + std::to_string(o.port) + "/" + std::to_string(o.database);
+}
+
+redis::Batcher& RedisStore::batcher() noexcept {
+  return *impl_;
 }
 
 bool RedisStore::circuit_open() const noexcept {

@@ -1,0 +1,36 @@
+// The Lua script of the eventual-consistency replicator's rounds (sluice/eventual_store.h).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace sluice::sync {
+
+// kSyncScript applies a round's updates for several keys and grants their leases, atomically per
+// call.
+//
+// KEYS: two per key: the previous window's count and the current window's count (windows), or
+//       the bucket's key twice (token bucket).
+// ARGV: the expiry grace in milliseconds, the sync interval I in microseconds, then nine per
+//       key: algorithm (0 fixed window, 2 sliding counter, 3 token bucket), n, W
+//       (microseconds), capacity, now (microseconds), the window index k of `now`, the
+//       consumption to add to window k-1 (sliding counter; negative returns unused lease), the
+//       consumption to add to window k (the bucket's emitted cost), and the lease asked for.
+// Reply: three integers per key: the lease granted, what the limit has left after it, and how
+//       much of the lease is not there yet. A lease is taken from what the limit will have left
+//       at the next round (now + I, or the window's end): a sliding counter's previous window
+//       weighs less as time passes, a bucket refills. The part that only becomes free during the
+//       interval (the third figure) is for the instance to use no faster than it frees up,
+//       linearly over the interval; as every instance's such part comes out of the same
+//       increase, together they never run ahead of it.
+//
+// The state is mergeable: a window's count adds up the instances' consumption; a bucket is the
+// time F at which it is full again, moved forward by W/n per emitted unit (never before now nor
+// past now + capacity * W/n). Lua numbers are doubles: counts and times are exact integers below
+// 2^53, and the sliding counter's weight is rounded towards admitting less.
+extern const std::string_view kSyncScript;
+
+// sync_script_sha() is the SHA-1 that names the script in EVALSHA.
+const std::string& sync_script_sha();
+
+}  // namespace sluice::sync
