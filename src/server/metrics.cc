@@ -211,6 +211,23 @@ std::string Metrics::render() const {
   out += "# TYPE sluice_rule_reloads_total counter\n";
   line("sluice_rule_reloads_total{result=\"ok\"}", reloads_ok_.load());
   line("sluice_rule_reloads_total{result=\"error\"}", reloads_error_.load());
+
+  if (eventual_ != nullptr) {
+    const EventualStoreStats sync = eventual_->stats();
+    out += "# HELP sluice_sync_rounds_total Eventual consistency: sync rounds with Redis.\n";
+    out += "# TYPE sluice_sync_rounds_total counter\n";
+    line("sluice_sync_rounds_total{result=\"ok\"}", sync.rounds - sync.failed_rounds);
+    line("sluice_sync_rounds_total{result=\"error\"}", sync.failed_rounds);
+    out += "# HELP sluice_sync_keys_synced_total Eventual consistency: key updates sent.\n";
+    out += "# TYPE sluice_sync_keys_synced_total counter\n";
+    line("sluice_sync_keys_synced_total", sync.keys_synced);
+    out += "# HELP sluice_sync_keys Eventual consistency: keys decided locally.\n";
+    out += "# TYPE sluice_sync_keys gauge\n";
+    line("sluice_sync_keys", sync.keys);
+    out += "# HELP sluice_sync_instances Eventual consistency: instances seen sharing Redis.\n";
+    out += "# TYPE sluice_sync_instances gauge\n";
+    line("sluice_sync_instances", sync.instances);
+  }
   return out;
 }
 

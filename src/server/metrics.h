@@ -9,6 +9,10 @@
 //   sluice_decision_duration_seconds                 histogram of the time to decide a request
 //   sluice_rules_loaded{kind}                        domains, path rules and limits being served
 //   sluice_rule_reloads_total{result}                reloads (file or API), ok or error
+//   sluice_sync_rounds_total{result}                 eventual consistency: rounds with Redis
+//   sluice_sync_keys_synced_total                    key updates sent in those rounds
+//   sluice_sync_keys                                 keys decided locally now
+//   sluice_sync_instances                            instances seen sharing the Redis
 //
 // Label values of the per-rule series come from the rules, never from requests, so the number
 // of series is bounded by the configuration. Recording is lock-free for practical purposes:
@@ -27,6 +31,7 @@
 
 #include "sluice/clock.h"
 #include "sluice/decision.h"
+#include "sluice/eventual_store.h"
 
 namespace sluice::server {
 
@@ -52,6 +57,9 @@ class Metrics {
   void set_rules(std::size_t domains, std::size_t path_rules, std::size_t limits);
   // record_reload() counts a reload attempt.
   void record_reload(bool ok);
+  // set_eventual() adds the sync series of an eventual-consistency store (which must outlive
+  // this registry's renders); nullptr removes them. Call before serving.
+  void set_eventual(const EventualStore* store) { eventual_ = store; }
 
   // render() returns the metrics in Prometheus' text exposition format (version 0.0.4).
   std::string render() const;
@@ -70,6 +78,7 @@ class Metrics {
   std::vector<std::shared_ptr<Shard>> shards_;
   std::atomic<std::uint64_t> rules_domains_{0}, rules_paths_{0}, rules_limits_{0};
   std::atomic<std::uint64_t> reloads_ok_{0}, reloads_error_{0};
+  const EventualStore* eventual_ = nullptr;
 };
 
 }  // namespace sluice::server

@@ -12,6 +12,7 @@
 #include "server/metrics.h"
 #include "server/rules_manager.h"
 #include "sluice/memory_store.h"
+#include "sluice/eventual_store.h"
 #include "sluice/storage.h"
 
 namespace sluice {
@@ -52,6 +53,7 @@ bool Server::start(std::string& error) {
     if (s.owned_store == nullptr) return false;
     s.store = s.owned_store.get();
   }
+  s.metrics.set_eventual(dynamic_cast<const EventualStore*>(s.store));
   const Clock& clock = o.clock != nullptr ? *o.clock : SystemClock::instance();
   s.limiter = std::make_unique<Limiter>(RuleSet::empty(), *s.store, clock);
   s.rules = std::make_unique<server::RulesManager>(

@@ -72,13 +72,8 @@ struct EventualStore::Entry {
   std::int64_t prev_delta = 0;  // sliding counter: consumption still to add to window epoch-1
   std::uint64_t offered = 0;    // cost asked for since the last round, admitted or not
   std::int64_t left = -1;       // what Redis had left after the last lease; -1 unknown
-  // Of the lease, `later` units free up linearly over [later_from, later_from + later_span):
-  // usable no faster than that.
-  std::int64_t later = 0;
-  Micros later_from = 0;
-  Micros later_span = 1;
-  Micros leased_at = kFresh;  // when the last lease was granted
-  bool leased = false;        // a lease for `epoch` was granted
+  Micros leased_at = kFresh;    // when the last lease was granted
+  bool leased = false;          // a lease for `epoch` was granted
   std::uint32_t idle_rounds = 0;
   // The local state (the limit scaled to this instance's share), kept with every admission.
   FixedWindowState fixed;
@@ -120,7 +115,7 @@ struct EventualStore::Entry {
     const bool next = k == epoch + 1;
     prev_delta = next && spec.algorithm == Algorithm::kSlidingWindowCounter ? used - reserved : 0;
     epoch = k;
-    allowance = reserved = used = later = 0;
+    allowance = reserved = used = 0;
     left = -1;
     leased = false;
   }
@@ -173,7 +168,7 @@ EventualStore::~EventualStore() {
     thread_.join();
   }
   // Return unused leases and report the last interval's consumption.
-  sync();
+  round(/*last=*/true);
 }
 
 std::string EventualStore::name() const {
@@ -297,12 +292,7 @@ StoreStatus EventualStore::apply(std::span<const Hit> hits, Micros now,
           v.retry_after = kNever;
           v.reset_after = e.local_step(0, now, false).reset_after;
         } else if (online) {
-          std::int64_t pending = 0;
-          if (e.later > 0 && now < e.later_from + e.later_span) {
-            const i128 rest = static_cast<i128>(e.later) * (e.later_from + e.later_span - now);
-            pending = static_cast<std::int64_t>((rest + e.later_span - 1) / e.later_span);
-          }
-          const std::int64_t avail = std::max<std::int64_t>(0, e.allowance - pending - e.used);
+          const std::int64_t avail = std::max<std::int64_t>(0, e.allowance - e.used);
           const auto cost = static_cast<std::int64_t>(h.cost);
           v = Verdict{};
           // As the state stays; a commit below takes the cost off.
@@ -392,6 +382,10 @@ StoreStatus EventualStore::apply(std::span<const Hit> hits, Micros now,
 }
 
 bool EventualStore::sync() {
+  return round(/*last=*/false);
+}
+
+bool EventualStore::round(bool last) {
   std::lock_guard round(sync_mu_);
   const Micros now = clock_.now_micros();
   const Micros interval =
@@ -407,9 +401,12 @@ bool EventualStore::sync() {
       Entry& e = it->second;
       e.roll(now);
       const std::uint64_t cap = capacity_of(e.spec);
-      const std::int64_t ask = e.offered == 0 ? 0
-                                              : static_cast<std::int64_t>(std::min<std::uint64_t>(
-                                                    cap, e.offered + e.offered / 2 + 1));
+      // The lease asked for: half as much again as the key was asked for here in the last
+      // interval, so a demand that grows a little still fits.
+      const std::int64_t ask = last || e.offered == 0
+                                   ? 0
+                                   : static_cast<std::int64_t>(std::min<std::uint64_t>(
+                                         cap, e.offered + e.offered / 2 + 1));
       const bool idle = ask == 0 && e.used == e.reserved && e.prev_delta == 0;
       if (idle) {
         if (++e.idle_rounds >= kIdleRounds && e.local_full_at() <= now) {
@@ -439,7 +436,8 @@ bool EventualStore::sync() {
 
   // 2. One batch: the heartbeat, then the keys in script calls (per slot on a cluster).
   std::vector<redis::SlotCommand> commands;
-  const bool heartbeat = keys_.load() > 0 || !items.empty();
+  const bool heartbeat =
+      !last && (options_.default_consistency == Consistency::kEventual || keys_.load() > 0);
   const std::string members = options_.prefix + "e:{instances}";
   const int members_slot = redis::key_slot(members);
   const std::string now_ms = std::to_string(now / 1000);
@@ -543,7 +541,7 @@ bool EventualStore::sync() {
   for (std::size_t c = 0; c < calls.size(); ++c) {
     const redis::CommandResult& r = results[first_call + c];
     const bool replied = r.status.ok() && r.reply.type == redis::Reply::Type::kArray &&
-                         r.reply.elements.size() == calls[c].items.size() * 3;
+                         r.reply.elements.size() == calls[c].items.size() * 2;
     // A report that did not arrive is sent again next round. One whose reply timed out may have
     // run too (a paused Redis runs it on waking): it then counts twice, which only ever admits
     // less, where dropping it could admit more.
@@ -558,17 +556,9 @@ bool EventualStore::sync() {
       const bool same_window = e.epoch == item.epoch;
       const bool sliding = e.spec.algorithm == Algorithm::kSlidingWindowCounter;
       if (replied) {
-        const std::int64_t grant = r.reply.elements[3 * j].integer;
-        const std::int64_t left = r.reply.elements[3 * j + 1].integer;
-        const std::int64_t later = r.reply.elements[3 * j + 2].integer;
+        const std::int64_t grant = r.reply.elements[2 * j].integer;
+        const std::int64_t left = r.reply.elements[2 * j + 1].integer;
         if (same_window) {
-          e.later = later;
-          e.later_from = now;
-          e.later_span = interval;
-          if (!is_bucket(e.spec)) {
-            e.later_span = std::min(interval, (e.epoch + 1) * e.spec.window - now);
-          }
-          e.later_span = std::max<Micros>(1, e.later_span);
           e.reserved += grant;
           e.allowance =
               grant + static_cast<std::int64_t>(scaled(

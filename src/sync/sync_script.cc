@@ -25,7 +25,7 @@ for g = 1, #KEYS, 2 do
   local dcur = tonumber(ARGV[a + 7])
   local ask = tonumber(ARGV[a + 8])
   a = a + 9
-  local avail
+  -- soon: what the limit will have left at the next round (or the window's end).
   local soon
   local grant
   if algo == 3 then
@@ -39,9 +39,8 @@ for g = 1, #KEYS, 2 do
     else
       f = math.max(now, f + dcur * t)
     end
-    avail = math.floor((now + full - f) / t + 1e-9)
-    if avail < 0 then avail = 0 end
     soon = math.min(cap, math.floor((now + interval + full - f) / t + 1e-9))
+    if soon < 0 then soon = 0 end
     grant = math.min(ask, soon)
     f = f + grant * t
     if f > now then
@@ -52,8 +51,7 @@ for g = 1, #KEYS, 2 do
   else
     local cur = tonumber(redis.call('GET', KEYS[g + 1]) or '0') + dcur
     if cur < 0 then cur = 0 end
-    avail = n - cur
-    soon = avail
+    soon = n - cur
     if algo == 2 then
       local prev = tonumber(redis.call('GET', KEYS[g]) or '0')
       if dprev ~= 0 then
@@ -63,10 +61,8 @@ for g = 1, #KEYS, 2 do
       end
       local e = now - k * w
       local e_end = math.min(w, e + interval)
-      avail = n - math.ceil(prev * (w - e) / w - 1e-9) - cur
       soon = n - math.ceil(prev * (w - e_end) / w - 1e-9) - cur
     end
-    if avail < 0 then avail = 0 end
     if soon < 0 then soon = 0 end
     grant = math.min(ask, soon)
     cur = cur + grant
@@ -76,7 +72,6 @@ for g = 1, #KEYS, 2 do
   end
   out[#out + 1] = grant
   out[#out + 1] = soon - grant
-  out[#out + 1] = math.max(0, grant - avail)
 end
 return out
 )lua";

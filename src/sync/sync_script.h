@@ -16,13 +16,11 @@ namespace sluice::sync {
 //       (microseconds), capacity, now (microseconds), the window index k of `now`, the
 //       consumption to add to window k-1 (sliding counter; negative returns unused lease), the
 //       consumption to add to window k (the bucket's emitted cost), and the lease asked for.
-// Reply: three integers per key: the lease granted, what the limit has left after it, and how
-//       much of the lease is not there yet. A lease is taken from what the limit will have left
-//       at the next round (now + I, or the window's end): a sliding counter's previous window
-//       weighs less as time passes, a bucket refills. The part that only becomes free during the
-//       interval (the third figure) is for the instance to use no faster than it frees up,
-//       linearly over the interval; as every instance's such part comes out of the same
-//       increase, together they never run ahead of it.
+// Reply: two integers per key: the lease granted, and what the limit has left after it. A lease
+//       is taken from what the limit will have left at the next round (now + I, or the window's
+//       end): a sliding counter's previous window weighs less as time passes, a bucket refills.
+//       So a lease may run ahead of that release by at most one interval's worth (n * I / W);
+//       a fixed window's lease never runs ahead.
 //
 // The state is mergeable: a window's count adds up the instances' consumption; a bucket is the
 // time F at which it is full again, moved forward by W/n per emitted unit (never before now nor

@@ -1147,6 +1147,32 @@ TEST(ConfigFailureMode, AllowDenyAndBadValues) {
       << Dump(bad.errors);
 }
 
+TEST(ConfigConsistency, StrongEventualDefaultAndBadValues) {
+  const auto p = Parse(
+      "domain: api\n"
+      "descriptors:\n"
+      "  - key: plain\n"
+      "    rate_limit: {unit: second, requests_per_unit: 5}\n"
+      "  - key: shared\n"
+      "    rate_limit: {unit: second, requests_per_unit: 5, consistency: Eventual}\n"
+      "  - key: exact\n"
+      "    rate_limit: {unit: second, requests_per_unit: 5, consistency: strong}\n");
+  ASSERT_TRUE(p.errors.empty()) << Dump(p.errors);
+  const auto& d = p.source.domains[0].descriptors;
+  EXPECT_EQ(d[0].limits[0].spec.consistency, Consistency::kDefault);
+  EXPECT_EQ(d[1].limits[0].spec.consistency, Consistency::kEventual);
+  EXPECT_EQ(d[2].limits[0].spec.consistency, Consistency::kStrong);
+
+  const auto bad = Parse(
+      "rules:\n"
+      "  - path: /login\n"
+      "    descriptors:\n"
+      "      - {key: user, unit: minute, requests_per_unit: 5, consistency: weak}\n");
+  EXPECT_TRUE(
+      HasError(bad.errors, "rules.yaml:4:70", "consistency: must be strong or eventual, got 'weak'"))
+      << Dump(bad.errors);
+}
+
 TEST(ConfigErrors, TokenBucketThatNeverRefills) {
   // One token per 100 days, a burst of 1,000: over 100 years to refill.
   const auto p = Parse(

@@ -155,6 +155,17 @@ TEST_F(EventualStoreTest, SlidingWindowCounterKeepsItsRuleAtEveryInterval) {
   EXPECT_GE(Sum(admitted, 10, 50), 4 * 100 * 9 / 10);
 }
 
+TEST_F(EventualStoreTest, InstancesEachAskingLessThanAnIntervalFrees) {
+  // A sliding counter frees about n * I / W = 10 units per interval; four instances are each
+  // asked for 8, so each one's lease must be what it will use, or the first to ask would hold
+  // units it cannot use while the others are refused.
+  Instance a(server_, clock_), b(server_, clock_), c(server_, clock_), d(server_, clock_);
+  const LimitSpec spec{Algorithm::kSlidingWindowCounter, 100, kSecond, 0};
+  const std::vector<int> admitted = Drive({&a, &b, &c, &d}, spec, {8, 8, 8, 8}, 50);
+  EXPECT_GE(Sum(admitted, 10, 50), 4 * 100 * 97 / 100);
+  EXPECT_LE(Sum(admitted, 10, 50), 4 * 100 + 100);
+}
+
 TEST_F(EventualStoreTest, SlidingLogIsDecidedByTheCounterRule) {
   Instance a(server_, clock_);
   const LimitSpec spec{Algorithm::kSlidingWindowLog, 10, kSecond, 0};
@@ -193,6 +204,32 @@ TEST_F(EventualStoreTest, UnreachableRedisDecidesOnTheLocalShareThenReconciles) 
   // Never less than admitted (a timed-out round may have run on waking and been sent again).
   ASSERT_EQ(count.type, testing::Reply::Type::kBulk) << count.to_string();
   EXPECT_GE(std::stoll(count.str), 25);
+}
+
+TEST_F(EventualStoreTest, AStoppingInstanceReportsWhatItAdmitted) {
+  const LimitSpec spec{Algorithm::kFixedWindow, 100, kSecond, 0};
+  {
+    Instance a(server_, clock_);
+    ASSERT_TRUE(a.store->sync());
+    for (int i = 0; i < 7; ++i)
+      EXPECT_TRUE(a.hit("k", spec, kT0 + i));
+  }  // the destructor runs a last round
+  const std::string key = redis::redis_key("sluice:e:", "k") + ":" + std::to_string(kT0 / kSecond);
+  EXPECT_EQ(server_.command({"GET", key}), "7");
+}
+
+TEST_F(EventualStoreTest, TheLocalShareFollowsTheInstancesSeen) {
+  Instance a(server_, clock_), b(server_, clock_), c(server_, clock_);
+  for (Instance* in : {&a, &b, &c})
+    ASSERT_TRUE(in->store->sync());
+  ASSERT_TRUE(a.store->sync());
+  EXPECT_EQ(a.store->stats().instances, 3u);
+  // A key not leased yet is decided on a third of the limit: 4 of 12 in this window.
+  const LimitSpec spec{Algorithm::kFixedWindow, 12, kSecond, 0};
+  int ok = 0;
+  for (int i = 0; i < 10; ++i)
+    ok += a.hit("fresh", spec, kT0 + i) ? 1 : 0;
+  EXPECT_EQ(ok, 4);
 }
 
 TEST_F(EventualStoreTest, StrongAndEventualLimitsInOneRequestAreAllOrNothing) {
