@@ -11,8 +11,8 @@
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/rules_manager.h"
-#include "sluice/memory_store.h"
 #include "sluice/eventual_store.h"
+#include "sluice/memory_store.h"
 #include "sluice/storage.h"
 
 namespace sluice {

@@ -1168,8 +1168,8 @@ TEST(ConfigConsistency, StrongEventualDefaultAndBadValues) {
       "  - path: /login\n"
       "    descriptors:\n"
       "      - {key: user, unit: minute, requests_per_unit: 5, consistency: weak}\n");
-  EXPECT_TRUE(
-      HasError(bad.errors, "rules.yaml:4:70", "consistency: must be strong or eventual, got 'weak'"))
+  EXPECT_TRUE(HasError(bad.errors, "rules.yaml:4:70",
+                       "consistency: must be strong or eventual, got 'weak'"))
       << Dump(bad.errors);
 }
 
