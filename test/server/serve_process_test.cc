@@ -188,5 +188,42 @@ TEST(GrpcThroughRedis, DecidesOnThePool) {
   EXPECT_EQ(over.load(), 10);
 }
 
+// --consistency eventual (here through the storage URL, as the flag does): decisions are local,
+// exact for one instance, and the replicator's rounds show on /metrics.
+TEST(EventualThroughRedis, DecidesLocallyAndSyncs) {
+  RedisServer redis;
+  TempDir dir;
+  dir.write("paths.yaml", kPathRules);
+  ServerOptions o;
+  o.config = {dir.path()};
+  o.storage = "redis://" + redis.address() + "?consistency=eventual&sync_interval_ms=20";
+  o.http_listen = "127.0.0.1:0";
+  o.grpc_listen = "";
+  Server server(o);
+  std::string error;
+  ASSERT_TRUE(server.start(error)) << error;
+  const int port = server.http_port();
+  int allowed = 0;
+  for (int i = 0; i < 6; ++i) {
+    const HttpReply r = http_request(port, "POST", "/v1/check", {},
+                                     R"({"path": "/login", "data": {"user_id": "7"}})");
+    if (r.status == 200) ++allowed;
+  }
+  EXPECT_EQ(allowed, 3);  // 3 per minute
+  // Wait (bounded) for a round that reached Redis: rounds run every 20 ms.
+  std::string text;
+  for (int i = 0; i < 250; ++i) {
+    text = http_request(port, "GET", "/metrics").body;
+    if (text.find("sluice_sync_rounds_total{result=\"ok\"} 0\n") == std::string::npos &&
+        text.find("sluice_sync_rounds_total{result=\"ok\"}") != std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // waiting for a round
+  }
+  EXPECT_EQ(text.find("sluice_sync_rounds_total{result=\"ok\"} 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("sluice_sync_keys 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("sluice_sync_instances 1\n"), std::string::npos) << text;
+}
+
 }  // namespace
 }  // namespace sluice::testing
