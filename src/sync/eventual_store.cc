@@ -108,12 +108,18 @@ struct EventualStore::Entry {
     if (is_bucket(spec)) local.burst = scaled(spec.capacity(), share);
   }
   // roll() moves the counters to the window of `now` (a clock that went back stays put).
+  // keeps_lease() tells whether an unused lease may stay here rather than go back at the next
+  // round: Redis had more left at the last round than it holds, so nobody is short of it. (A
+  // key hit now and then would otherwise cost a second update per hit, returning its lease.)
+  bool keeps_lease() const noexcept { return used <= reserved && left > reserved - used; }
   void roll(Micros now) noexcept {
     if (is_bucket(spec)) return;
     const std::int64_t k = window_of(now, spec.window);
     if (k <= epoch) return;
     const bool next = k == epoch + 1;
-    prev_delta = next && spec.algorithm == Algorithm::kSlidingWindowCounter ? used - reserved : 0;
+    const bool report =
+        next && spec.algorithm == Algorithm::kSlidingWindowCounter && !keeps_lease();
+    prev_delta = report ? used - reserved : 0;
     epoch = k;
     allowance = reserved = used = 0;
     left = -1;
@@ -407,7 +413,8 @@ bool EventualStore::round(bool last) {
                                    ? 0
                                    : static_cast<std::int64_t>(std::min<std::uint64_t>(
                                          cap, e.offered + e.offered / 2 + 1));
-      const bool idle = ask == 0 && e.used == e.reserved && e.prev_delta == 0;
+      const bool idle =
+          ask == 0 && e.prev_delta == 0 && (e.used == e.reserved || (!last && e.keeps_lease()));
       if (idle) {
         if (++e.idle_rounds >= kIdleRounds && e.local_full_at() <= now) {
           it = map.erase(it);

@@ -142,7 +142,8 @@ TEST(StorageUrl, EventualOptions) {
   auto eventual =
       open_store("redis://127.0.0.1:1?consistency=eventual&sync_interval_ms=250", error);
   ASSERT_NE(eventual, nullptr) << error;
-  EXPECT_EQ(eventual->name(), "redis://127.0.0.1:1/0 (eventual, sync every 250 ms)");
+  EXPECT_EQ(eventual->name(),
+            "redis://127.0.0.1:1/0 (over-limit cache) (eventual, sync every 250 ms)");
   StorageConfig config;
   ASSERT_TRUE(parse_storage_url(
       "redis+cluster://h:1?consistency=eventual&sync_interval_ms=50&local_share=0.5", config,

@@ -232,6 +232,21 @@ TEST_F(EventualStoreTest, TheLocalShareFollowsTheInstancesSeen) {
   EXPECT_EQ(ok, 4);
 }
 
+TEST_F(EventualStoreTest, AKeyHitNowAndThenCostsOneUpdatePerHit) {
+  Instance a(server_, clock_);
+  const LimitSpec spec{Algorithm::kFixedWindow, 100, 10 * kSecond, 0};
+  ASSERT_TRUE(a.store->sync());
+  for (int hit = 1; hit <= 3; ++hit) {
+    EXPECT_TRUE(a.hit("sparse", spec, clock_.now_micros()));
+    for (int round = 0; round < 5; ++round) {
+      clock_.advance(std::chrono::microseconds(kInterval));
+      ASSERT_TRUE(a.store->sync());
+    }
+    // Reported once; the unused lease stays (Redis has plenty left) instead of a second update.
+    EXPECT_EQ(a.store->stats().keys_synced, static_cast<std::uint64_t>(hit));
+  }
+}
+
 TEST_F(EventualStoreTest, StrongAndEventualLimitsInOneRequestAreAllOrNothing) {
   Instance a(server_, clock_, 0, Consistency::kStrong);
   LimitSpec strong{Algorithm::kFixedWindow, 1, kSecond, 0};
