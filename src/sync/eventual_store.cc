@@ -109,17 +109,21 @@ struct EventualStore::Entry {
   }
   // roll() moves the counters to the window of `now` (a clock that went back stays put).
   // keeps_lease() tells whether an unused lease may stay here rather than go back at the next
-  // round: Redis had more left at the last round than it holds, so nobody is short of it. (A
-  // key hit now and then would otherwise cost a second update per hit, returning its lease.)
-  bool keeps_lease() const noexcept { return used <= reserved && left > reserved - used; }
+  // round: a fixed window's (it is good only in its window, and a window's count is all that
+  // matters), while Redis had more left at the last round than it holds, so nobody is short of
+  // it. A key hit now and then would otherwise cost a second update per hit, returning its
+  // lease. A bucket's lease goes back (held tokens spent later would exceed the bucket's bound
+  // on a span), and so does a sliding counter's at the window's end (the previous window's count
+  // weighs on the next).
+  bool keeps_lease() const noexcept {
+    return spec.algorithm == Algorithm::kFixedWindow && used <= reserved && left > reserved - used;
+  }
   void roll(Micros now) noexcept {
     if (is_bucket(spec)) return;
     const std::int64_t k = window_of(now, spec.window);
     if (k <= epoch) return;
     const bool next = k == epoch + 1;
-    const bool report =
-        next && spec.algorithm == Algorithm::kSlidingWindowCounter && !keeps_lease();
-    prev_delta = report ? used - reserved : 0;
+    prev_delta = next && spec.algorithm == Algorithm::kSlidingWindowCounter ? used - reserved : 0;
     epoch = k;
     allowance = reserved = used = 0;
     left = -1;
