@@ -109,6 +109,7 @@ class EventualStore final : public Store {
   struct Item;
   bool eventual(const Hit& hit) const noexcept;
   double share() const noexcept;
+  Micros interval_micros() const noexcept;
   // round() is sync(); the `last` round (on destruction) asks for no lease and returns all.
   bool round(bool last);
   void run();

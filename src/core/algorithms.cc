@@ -59,12 +59,6 @@ Micros effective_now(Micros now, Micros last) noexcept {
   return last == kFresh ? now : std::max(now, last);
 }
 
-// floor(a / b) for b > 0.
-constexpr Micros floor_div(Micros a, Micros b) noexcept {
-  Micros q = a / b;
-  return (a % b != 0 && a < 0) ? q - 1 : q;
-}
-
 // Every algorithm blocks cost > 0 when n == 0: such a hit can never pass.
 Verdict blocked(std::uint64_t cost) noexcept {
   if (cost == 0) return Verdict{true, 0, 0, 0};

@@ -1,9 +1,16 @@
-// Exact 128-bit helpers for the algorithms' products (n * W, cost * W, time * n).
+// Exact integer helpers for the algorithms: window indices, and 128-bit products (n * W,
+// cost * W, time * n).
 #pragma once
 
 #include <cstdint>
 
 namespace sluice {
+
+// floor(a / b) for b > 0: the index of the window of length b that holds time a.
+constexpr std::int64_t floor_div(std::int64_t a, std::int64_t b) noexcept {
+  const std::int64_t q = a / b;
+  return (a % b != 0 && a < 0) ? q - 1 : q;
+}
 
 __extension__ typedef __int128 i128;
 __extension__ typedef unsigned __int128 u128;

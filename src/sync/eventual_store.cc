@@ -8,6 +8,7 @@
 #include <random>
 #include <unordered_map>
 
+#include "core/int128.h"
 #include "storage/redis/batch.h"
 #include "storage/redis/decide.h"
 #include "sync/sync_script.h"
@@ -15,8 +16,6 @@
 namespace sluice {
 
 namespace {
-
-__extension__ typedef __int128 i128;
 
 constexpr std::size_t kShards = 64;
 // Keys per script call when they need not share a slot: bounds how long one call holds Redis.
@@ -40,10 +39,6 @@ LimitSpec eventual_spec(const LimitSpec& s) noexcept {
 
 std::uint64_t capacity_of(const LimitSpec& s) noexcept {
   return is_bucket(s) ? s.capacity() : s.limit;
-}
-
-std::int64_t window_of(Micros now, Micros w) noexcept {
-  return now >= 0 ? now / w : -((-now + w - 1) / w);
 }
 
 std::uint64_t scaled(std::uint64_t n, double share) noexcept {
@@ -100,6 +95,12 @@ struct EventualStore::Entry {
         return full_at(fixed, local);
     }
   }
+  // start() makes this a fresh entry for the limit `s`, in the window of `now`.
+  void start(const LimitSpec& s, Micros now) noexcept {
+    *this = Entry{};
+    spec = eventual_spec(s);
+    epoch = is_bucket(spec) ? 0 : floor_div(now, spec.window);
+  }
   void rescale(double share) noexcept {
     if (share == local_share) return;
     local_share = share;
@@ -120,7 +121,7 @@ struct EventualStore::Entry {
   }
   void roll(Micros now) noexcept {
     if (is_bucket(spec)) return;
-    const std::int64_t k = window_of(now, spec.window);
+    const std::int64_t k = floor_div(now, spec.window);
     if (k <= epoch) return;
     const bool next = k == epoch + 1;
     prev_delta = next && spec.algorithm == Algorithm::kSlidingWindowCounter ? used - reserved : 0;
@@ -195,6 +196,10 @@ bool EventualStore::eventual(const Hit& hit) const noexcept {
   return c == Consistency::kEventual;
 }
 
+Micros EventualStore::interval_micros() const noexcept {
+  return std::chrono::duration_cast<std::chrono::microseconds>(options_.sync_interval).count();
+}
+
 double EventualStore::share() const noexcept {
   if (options_.local_share > 0) return options_.local_share;
   return 1.0 / static_cast<double>(std::max<std::size_t>(1, instances_.load()));
@@ -211,14 +216,13 @@ EventualStoreStats EventualStore::stats() const {
 }
 
 void EventualStore::run() {
-  const Micros interval =
-      std::chrono::duration_cast<std::chrono::microseconds>(options_.sync_interval).count();
+  const Micros interval = interval_micros();
   std::unique_lock lock(stop_mu_);
   while (!stopping_) {
     // Rounds fall on multiples of the interval, so instances with agreeing clocks sync together
     // (and a window that is a multiple of the interval starts with a round).
     const Micros now = clock_.now_micros();
-    const Micros next = (window_of(now, interval) + 1) * interval;
+    const Micros next = (floor_div(now, interval) + 1) * interval;
     stop_cv_.wait_for(lock, std::chrono::microseconds(std::max<Micros>(1, next - now)));
     if (stopping_) break;
     lock.unlock();
@@ -236,9 +240,8 @@ StoreStatus EventualStore::apply(std::span<const Hit> hits, Micros now,
   if (!any_local) return strong_->apply(hits, now, out);
 
   try {
-    const Micros interval =
-        std::chrono::duration_cast<std::chrono::microseconds>(options_.sync_interval).count();
-    const Micros next_round = (window_of(now, interval) + 1) * interval;
+    const Micros interval = interval_micros();
+    const Micros next_round = (floor_div(now, interval) + 1) * interval;
     const double my_share = share();
 
     std::vector<std::size_t> local;
@@ -276,19 +279,12 @@ StoreStatus EventualStore::apply(std::span<const Hit> hits, Micros now,
             local.erase(local.begin() + static_cast<std::ptrdiff_t>(j));
             continue;
           }
-          Entry e;
-          e.spec = eventual_spec(*h.spec);
-          e.epoch = is_bucket(e.spec) ? 0 : window_of(now, e.spec.window);
-          it = map.emplace(std::string(h.key), e).first;
+          it = map.emplace(std::string(h.key), Entry{}).first;
+          it->second.start(*h.spec, now);
           keys_.fetch_add(1, std::memory_order_relaxed);
         }
         Entry& e = it->second;
-        if (!(e.spec == eventual_spec(*h.spec))) {
-          // The rules changed this key's limit: start over.
-          e = Entry{};
-          e.spec = eventual_spec(*h.spec);
-          e.epoch = is_bucket(e.spec) ? 0 : window_of(now, e.spec.window);
-        }
+        if (!(e.spec == eventual_spec(*h.spec))) e.start(*h.spec, now);  // the rules changed
         e.rescale(my_share);
         e.roll(now);
         entries[i] = &e;
@@ -398,8 +394,7 @@ bool EventualStore::sync() {
 bool EventualStore::round(bool last) {
   std::lock_guard round(sync_mu_);
   const Micros now = clock_.now_micros();
-  const Micros interval =
-      std::chrono::duration_cast<std::chrono::microseconds>(options_.sync_interval).count();
+  const Micros interval = interval_micros();
   const std::string base_prefix = options_.prefix + "e:";
 
   // 1. Take each key's report: its consumption since the last round, and the lease it asks for.
