@@ -66,6 +66,7 @@ struct EventualStore::Entry {
   std::int64_t used = 0;        // admitted since the last round
   std::int64_t prev_delta = 0;  // sliding counter: consumption still to add to window epoch-1
   std::uint64_t offered = 0;    // cost asked for since the last round, admitted or not
+  std::uint64_t admitted = 0;   // of which admitted
   std::int64_t left = -1;       // what Redis had left after the last lease; -1 unknown
   Micros leased_at = kFresh;    // when the last lease was granted
   bool leased = false;          // a lease for `epoch` was granted
@@ -108,7 +109,6 @@ struct EventualStore::Entry {
     local.limit = scaled(spec.limit, share);
     if (is_bucket(spec)) local.burst = scaled(spec.capacity(), share);
   }
-  // roll() moves the counters to the window of `now` (a clock that went back stays put).
   // keeps_lease() tells whether an unused lease may stay here rather than go back at the next
   // round: a fixed window's (it is good only in its window, and a window's count is all that
   // matters), while Redis had more left at the last round than it holds, so nobody is short of
@@ -119,16 +119,28 @@ struct EventualStore::Entry {
   bool keeps_lease() const noexcept {
     return spec.algorithm == Algorithm::kFixedWindow && used <= reserved && left > reserved - used;
   }
-  void roll(Micros now) noexcept {
+  bool online(Micros now, Micros interval) const noexcept {
+    return leased && now - leased_at <= kLeaseIntervals * interval;
+  }
+  // roll() moves the counters to the window of `now` (a clock that went back stays put).
+  // A sliding counter's key leased in the window that just ended keeps what is left of its
+  // allowance until the next round answers: the previous window's count weighs as much at the
+  // start of the next as at the end of its own, so what was free then is free now (deciding on
+  // the local share instead would let an instance whose own previous count is small admit
+  // what others already used).
+  void roll(Micros now, Micros interval) noexcept {
     if (is_bucket(spec)) return;
     const std::int64_t k = floor_div(now, spec.window);
     if (k <= epoch) return;
+    const bool counter = spec.algorithm == Algorithm::kSlidingWindowCounter;
     const bool next = k == epoch + 1;
-    prev_delta = next && spec.algorithm == Algorithm::kSlidingWindowCounter ? used - reserved : 0;
+    const bool carry = next && counter && online(now, interval);
+    prev_delta = next && counter ? used - reserved : 0;
+    allowance = carry ? std::max<std::int64_t>(0, allowance - used) : 0;
+    leased = carry;
     epoch = k;
-    allowance = reserved = used = 0;
+    reserved = used = 0;
     left = -1;
-    leased = false;
   }
 };
 
@@ -286,12 +298,12 @@ StoreStatus EventualStore::apply(std::span<const Hit> hits, Micros now,
         Entry& e = it->second;
         if (!(e.spec == eventual_spec(*h.spec))) e.start(*h.spec, now);  // the rules changed
         e.rescale(my_share);
-        e.roll(now);
+        e.roll(now, interval);
         entries[i] = &e;
         const std::uint64_t cap = capacity_of(e.spec);
         Verdict& v = out[i];
         if (count_offered) e.offered += h.cost;
-        const bool online = e.leased && now - e.leased_at <= kLeaseIntervals * interval;
+        const bool online = e.online(now, interval);
         if (h.cost > cap) {
           v = Verdict{};
           v.allowed = false;
@@ -331,6 +343,7 @@ StoreStatus EventualStore::apply(std::span<const Hit> hits, Micros now,
           Entry& e = *entries[i];
           if (h.cost == 0 || !out[i].allowed) continue;
           e.used += static_cast<std::int64_t>(h.cost);
+          e.admitted += h.cost;
           e.idle_rounds = 0;
           const Verdict after = e.local_step(h.cost, now, true);
           if (leased[i]) {
@@ -404,14 +417,16 @@ bool EventualStore::round(bool last) {
     auto& map = shards_[s]->entries;
     for (auto it = map.begin(); it != map.end();) {
       Entry& e = it->second;
-      e.roll(now);
+      e.roll(now, interval);
       const std::uint64_t cap = capacity_of(e.spec);
       // The lease asked for: half as much again as the key was asked for here in the last
-      // interval, so a demand that grows a little still fits.
+      // interval, so a demand that grows a little still fits; but while the key is short (it
+      // denied some of it) just that, so that no instance holds what others would use.
+      const bool short_of_it = e.admitted < e.offered;
+      const std::uint64_t want = short_of_it ? e.offered : e.offered + e.offered / 2 + 1;
       const std::int64_t ask = last || e.offered == 0
                                    ? 0
-                                   : static_cast<std::int64_t>(std::min<std::uint64_t>(
-                                         cap, e.offered + e.offered / 2 + 1));
+                                   : static_cast<std::int64_t>(std::min<std::uint64_t>(cap, want));
       const bool idle =
           ask == 0 && e.prev_delta == 0 && (e.used == e.reserved || (!last && e.keeps_lease()));
       if (idle) {
@@ -435,7 +450,7 @@ bool EventualStore::round(bool last) {
       items.push_back(std::move(item));
       e.allowance = std::max<std::int64_t>(0, e.allowance - e.used);
       e.used = e.reserved = e.prev_delta = 0;
-      e.offered = 0;
+      e.offered = e.admitted = 0;
       ++it;
     }
   }
@@ -476,10 +491,12 @@ bool EventualStore::round(bool last) {
     calls.back().items.push_back(i);
   }
   const std::string grace = std::to_string(options_.expiry_grace.count());
+  char share_arg[32];
+  std::snprintf(share_arg, sizeof share_arg, "%.6f", share());
   auto build = [&](const Call& call, bool by_sha) {
     redis::SlotCommand c;
     c.slot = items[call.items.front()].slot;
-    c.argv.reserve(3 + call.items.size() * 11 + 1);
+    c.argv.reserve(3 + call.items.size() * 11 + 3);
     c.argv.push_back(by_sha ? "EVALSHA" : "EVAL");
     c.argv.push_back(by_sha ? sync::sync_script_sha() : std::string(sync::kSyncScript));
     c.argv.push_back(std::to_string(call.items.size() * 2));
@@ -495,6 +512,7 @@ bool EventualStore::round(bool last) {
     }
     c.argv.push_back(grace);
     c.argv.push_back(std::to_string(interval));
+    c.argv.push_back(share_arg);
     for (std::size_t i : call.items) {
       const Item& it = items[i];
       c.argv.push_back(std::to_string(static_cast<int>(it.spec.algorithm)));
@@ -566,9 +584,7 @@ bool EventualStore::round(bool last) {
         const std::int64_t left = r.reply.elements[2 * j + 1].integer;
         if (same_window) {
           e.reserved += grant;
-          e.allowance =
-              grant + static_cast<std::int64_t>(scaled(
-                          static_cast<std::uint64_t>(std::max<std::int64_t>(0, left)), share()));
+          e.allowance = grant;
           e.left = left;
           e.leased = true;
           e.leased_at = answered;

@@ -7,8 +7,13 @@ namespace sluice::sync {
 const std::string_view kSyncScript = R"lua(
 local grace = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
+local share = tonumber(ARGV[3])
 local out = {}
-local a = 3
+local a = 4
+local function lease(ask, soon)
+  local g = math.min(ask, soon)
+  return g + math.min(ask, math.floor((soon - g) * share + 1e-9))
+end
 local function put(key, value, until_us, now)
   local ttl = math.ceil((until_us - now) / 1000) + grace
   if ttl < 1 then ttl = 1 end
@@ -25,23 +30,27 @@ for g = 1, #KEYS, 2 do
   local dcur = tonumber(ARGV[a + 7])
   local ask = tonumber(ARGV[a + 8])
   a = a + 9
-  -- soon: what the limit will have left at the next round (or the window's end).
+  -- soon: what the limit will have left at the next round (or the window's end). A lease is
+  -- what was asked for, and for bursts up to as much again from this instance's share of the
+  -- rest; all of it reserved, so that the leases never add up to more than `soon`.
   local soon
   local grant
+
   if algo == 3 then
     local t = w / n
     local full = cap * t
     local f = tonumber(redis.call('GET', KEYS[g + 1]) or now)
     if f < now then f = now end
     if dcur > 0 then
-      -- Consumption reported late (decided on the local share) empties the bucket at most.
-      f = math.max(f, math.min(f + dcur * t, now + full))
+      -- Consumption reported late (decided on the local share, while others held leases) may
+      -- put the bucket in debt, paid back by later refill, of at most one capacity.
+      f = math.max(f, math.min(f + dcur * t, now + 2 * full))
     else
       f = math.max(now, f + dcur * t)
     end
     soon = math.min(cap, math.floor((now + interval + full - f) / t + 1e-9))
     if soon < 0 then soon = 0 end
-    grant = math.min(ask, soon)
+    grant = lease(ask, soon)
     f = f + grant * t
     if f > now then
       put(KEYS[g + 1], f, f, now)
@@ -64,7 +73,7 @@ for g = 1, #KEYS, 2 do
       soon = n - math.ceil(prev * (w - e_end) / w - 1e-9) - cur
     end
     if soon < 0 then soon = 0 end
-    grant = math.min(ask, soon)
+    grant = lease(ask, soon)
     cur = cur + grant
     local horizon = (k + 1) * w
     if algo == 2 then horizon = horizon + w end
