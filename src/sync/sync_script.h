@@ -19,7 +19,8 @@ namespace sluice::sync {
 //       consumption to add to window k (the bucket's emitted cost), and the lease asked for.
 // Reply: two integers per key: the lease granted, and what the limit has left after it. A lease
 //       is what was asked for, plus for bursts up to as much again from the instance's share of
-//       the rest, all of it reserved (the leases never add up to more than the limit). It is taken from what the limit will have left at the next round (now + I, or the window's
+//       the rest, all of it reserved (the leases never add up to more than the limit). It is
+//       taken from what the limit will have left at the next round (now + I, or the window's
 //       end): a sliding counter's previous window weighs less as time passes, a bucket refills.
 //       So a lease may run ahead of that release by at most one interval's worth (n * I / W);
 //       a fixed window's lease never runs ahead.
