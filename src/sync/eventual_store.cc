@@ -60,16 +60,18 @@ struct EventualStore::Entry {
   LimitSpec spec;   // as decided in eventual mode
   LimitSpec local;  // scaled to this instance's share, for the local state below
   double local_share = 0;
-  std::int64_t epoch = 0;       // the window the lease and counters below belong to (windows)
-  std::int64_t allowance = 0;   // while leased: `used` may reach this
-  std::int64_t reserved = 0;    // of which Redis reserved for this instance (granted leases)
-  std::int64_t used = 0;        // admitted since the last round
-  std::int64_t prev_delta = 0;  // sliding counter: consumption still to add to window epoch-1
-  std::uint64_t offered = 0;    // cost asked for since the last round, admitted or not
-  std::uint64_t admitted = 0;   // of which admitted
-  std::int64_t left = -1;       // what Redis had left after the last lease; -1 unknown
-  Micros leased_at = kFresh;    // when the last lease was granted
-  bool leased = false;          // a lease for `epoch` was granted
+  std::int64_t epoch = 0;          // the window the lease and counters below belong to (windows)
+  std::int64_t allowance = 0;      // while leased: `used` may reach this
+  std::int64_t reserved = 0;       // of which Redis reserved for this instance (granted leases)
+  std::int64_t used = 0;           // admitted since the last round
+  std::int64_t prev_delta = 0;     // sliding counter: consumption still to add to window epoch-1
+  std::uint64_t offered = 0;       // cost asked for since the last round, admitted or not
+  std::uint64_t admitted = 0;      // of which admitted
+  std::uint64_t last_offered = 0;  // `offered` in the interval before
+  bool scarce = false;             // Redis had nothing left after the last lease
+  std::int64_t left = -1;          // what Redis had left after the last lease; -1 unknown
+  Micros leased_at = kFresh;       // when the last lease was granted
+  bool leased = false;             // a lease for `epoch` was granted
   std::uint32_t idle_rounds = 0;
   // The local state (the limit scaled to this instance's share), kept with every admission.
   FixedWindowState fixed;
@@ -420,10 +422,13 @@ bool EventualStore::round(bool last) {
       e.roll(now, interval);
       const std::uint64_t cap = capacity_of(e.spec);
       // The lease asked for: half as much again as the key was asked for here in the last
-      // interval, so a demand that grows a little still fits; but while the key is short (it
-      // denied some of it) just that, so that no instance holds what others would use.
-      const bool short_of_it = e.admitted < e.offered;
-      const std::uint64_t want = short_of_it ? e.offered : e.offered + e.offered / 2 + 1;
+      // interval, so a demand that grows a little still fits; but while the key is short (Redis
+      // had nothing left, or this instance denied some of it) no more than it was asked for in
+      // either of the last two intervals, so that no instance holds what others would use.
+      const bool short_of_it = e.scarce || e.admitted < e.offered;
+      const std::uint64_t want = !short_of_it          ? e.offered + e.offered / 2 + 1
+                                 : e.last_offered == 0 ? e.offered
+                                                       : std::min(e.offered, e.last_offered);
       const std::int64_t ask = last || e.offered == 0
                                    ? 0
                                    : static_cast<std::int64_t>(std::min<std::uint64_t>(cap, want));
@@ -450,6 +455,7 @@ bool EventualStore::round(bool last) {
       items.push_back(std::move(item));
       e.allowance = std::max<std::int64_t>(0, e.allowance - e.used);
       e.used = e.reserved = e.prev_delta = 0;
+      e.last_offered = e.offered;
       e.offered = e.admitted = 0;
       ++it;
     }
@@ -586,6 +592,7 @@ bool EventualStore::round(bool last) {
           e.reserved += grant;
           e.allowance = grant;
           e.left = left;
+          e.scarce = left <= 0;
           e.leased = true;
           e.leased_at = answered;
         } else if (sliding && e.epoch == item.epoch + 1) {

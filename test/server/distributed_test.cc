@@ -376,12 +376,19 @@ void run_mode(const std::string& storage, const std::string& label,
         continue;
       }
       // docs/deployment.md: within 2 % of the contract over the run, give or take the one sync
-      // interval (n * I / W = 4 units) that a run's start and end each cost.
-      const double slack = 0.02 * r.allowance + 8;
-      EXPECT_LE(static_cast<double>(r.admitted), r.allowance + slack)
-          << label << " " << spread << " " << algorithm;
-      EXPECT_GE(static_cast<double>(r.admitted), r.allowance - slack)
-          << label << " " << spread << " " << algorithm;
+      // interval (n * I / W = 4 units) that a run's start and end each cost. A sliding log is
+      // decided by the counter's rule: within that of the exact counter, and over a long run
+      // within that of the log too (the two rules differ at a run's edges by up to n, which only
+      // a long run makes small).
+      const auto within = [&](double reference, const char* what) {
+        const double slack = 0.02 * reference + 8;
+        EXPECT_LE(static_cast<double>(r.admitted), reference + slack)
+            << label << " " << spread << " " << algorithm << " against " << what;
+        EXPECT_GE(static_cast<double>(r.admitted), reference - slack)
+            << label << " " << spread << " " << algorithm << " against " << what;
+      };
+      if (r.counter > 0) within(r.counter, "the exact counter");
+      if (r.counter == 0 || seconds >= 30) within(r.allowance, "the contract");
       if (algorithm == "sliding_window_log") {
         // The counter form (docs/deployment.md): the counter's rule, run ahead by at most one
         // interval's release (n * I / W = 4).
@@ -412,13 +419,21 @@ TEST(Distributed, EventualOnARedisClusterStaysWithinTwoPercentOfTheContract) {
 }
 
 // Decisions per second of K instances in eventual mode against K instances each on its own
-// memory store, side by side, closed loop over gRPC. Reported, not asserted (docs/benchmarks.md).
+// memory store, side by side, closed loop over gRPC, at the load: keys enough that each
+// is offered about 3x its limit (SLUICE_DISTRIBUTED_KEYS=N picks N keys instead: 1 for one hot
+// key, 10000 for many keys each far below its limit). Reported, not asserted
+// (docs/benchmarks.md).
 TEST(Distributed, EventualDecidesAtMemoryStoreSpeed) {
   RedisServer redis;
   const double seconds = std::min(run_seconds(), 5.0);
   const char* keys_env = std::getenv("SLUICE_DISTRIBUTED_KEYS");
-  const int keys = keys_env != nullptr ? std::max(1, std::atoi(keys_env)) : 10'000;
-  std::vector<double> memory, eventual;
+  int keys = keys_env != nullptr ? std::max(1, std::atoi(keys_env)) : 0;
+  if (keys == 0) {
+    Cluster c("memory://", "strong");
+    const double rate = throughput(c.ports, 4, 1.0, 1000);
+    keys = std::max(1, static_cast<int>(rate / (3.0 * static_cast<double>(kLimit))));
+  }
+  std::vector<double> memory, eventual, ratio;
   for (int round = 0; round < 3; ++round) {
     {
       Cluster c("memory://", "strong");
@@ -428,13 +443,20 @@ TEST(Distributed, EventualDecidesAtMemoryStoreSpeed) {
       Cluster c("redis://" + redis.address(), "eventual");
       eventual.push_back(throughput(c.ports, 4, seconds, keys));
     }
-    std::printf("round %d: memory %.0f decisions/s, eventual %.0f decisions/s (%.1f%%)\n", round,
-                memory.back(), eventual.back(), 100.0 * eventual.back() / memory.back());
+    ratio.push_back(eventual.back() / memory.back());
+    std::printf(
+        "round %d, %d keys (each offered %.1fx its limit in eventual mode): memory %.0f "
+        "decisions/s, eventual %.0f decisions/s (%.1f%%)\n",
+        round, keys, eventual.back() / keys / static_cast<double>(kLimit), memory.back(),
+        eventual.back(), 100.0 * ratio.back());
   }
   std::sort(memory.begin(), memory.end());
   std::sort(eventual.begin(), eventual.end());
-  std::printf("median: memory %.0f decisions/s, eventual %.0f decisions/s (%.1f%%)\n", memory[1],
-              eventual[1], 100.0 * eventual[1] / memory[1]);
+  std::sort(ratio.begin(), ratio.end());
+  std::printf(
+      "median: memory %.0f decisions/s, eventual %.0f decisions/s; median of the "
+      "per-round ratios %.1f%%\n",
+      memory[1], eventual[1], 100.0 * ratio[1]);
   EXPECT_GT(eventual[1], 0);
 }
 
