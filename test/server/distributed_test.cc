@@ -53,6 +53,16 @@ descriptors:
     rate_limit: {unit: second, requests_per_unit: 40, algorithm: token_bucket}
 )";
 
+// The same fixed window at a quarter of the limit: K instances each on its own memory store then
+// admit together what one shared limit admits, so that the speed test's two sides admit the
+// same share of the same offered load.
+constexpr const char* kQuarterRules = R"(domain: dist
+descriptors:
+  - key: fixed_window
+    rate_limit: {unit: second, requests_per_unit: 10}
+)";
+static_assert(kInstances == 4);
+
 Micros wall_micros() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -293,8 +303,9 @@ double run_seconds() {
 
 // Cluster is K `sluice serve` processes on one store.
 struct Cluster {
-  Cluster(const std::string& storage, const std::string& consistency) {
-    dir.write("dist.yaml", kRules);
+  Cluster(const std::string& storage, const std::string& consistency,
+          const std::string& rules = kRules) {
+    dir.write("dist.yaml", rules);
     for (int i = 0; i < kInstances; ++i) {
       instances.push_back(std::make_unique<Instance>(
           dir.path() + "/dist.yaml", storage,
@@ -377,18 +388,18 @@ void run_mode(const std::string& storage, const std::string& label,
       }
       // docs/deployment.md: within 2 % of the contract over the run, give or take the one sync
       // interval (n * I / W = 4 units) that a run's start and end each cost. A sliding log is
-      // decided by the counter's rule: within that of the exact counter, and over a long run
-      // within that of the log too (the two rules differ at a run's edges by up to n, which only
-      // a long run makes small).
-      const auto within = [&](double reference, const char* what) {
-        const double slack = 0.02 * reference + 8;
-        EXPECT_LE(static_cast<double>(r.admitted), reference + slack)
-            << label << " " << spread << " " << algorithm << " against " << what;
-        EXPECT_GE(static_cast<double>(r.admitted), reference - slack)
-            << label << " " << spread << " " << algorithm << " against " << what;
-      };
-      if (r.counter > 0) within(r.counter, "the exact counter");
-      if (r.counter == 0 || seconds >= 30) within(r.allowance, "the contract");
+      // decided by the counter's rule, and the log and the counter differ at a run's edges by up
+      // to n: a short run is held to the exact counter, a long one (where n is under 2 %) to the
+      // log. (The exact counter, deciding at each call's own time, itself admits 2-4 % below the
+      // log over a long run at this load, a unit per window that its pacing leaves unused.)
+      const bool to_counter = r.counter > 0 && seconds < 30;
+      const double reference = to_counter ? r.counter : r.allowance;
+      const double slack = 0.02 * reference + 8;
+      const char* what = to_counter ? " against the exact counter" : " against the contract";
+      EXPECT_LE(static_cast<double>(r.admitted), reference + slack)
+          << label << " " << spread << " " << algorithm << what;
+      EXPECT_GE(static_cast<double>(r.admitted), reference - slack)
+          << label << " " << spread << " " << algorithm << what;
       if (algorithm == "sliding_window_log") {
         // The counter form (docs/deployment.md): the counter's rule, run ahead by at most one
         // interval's release (n * I / W = 4).
@@ -419,10 +430,11 @@ TEST(Distributed, EventualOnARedisClusterStaysWithinTwoPercentOfTheContract) {
 }
 
 // Decisions per second of K instances in eventual mode against K instances each on its own
-// memory store, side by side, closed loop over gRPC, at the issue's load: keys enough that each
+// memory store (with 1/K of the limit each, so both sides admit alike), side by side, closed loop
+// over gRPC, at the issue's load: keys enough that each
 // is offered about 3x its limit (SLUICE_DISTRIBUTED_KEYS=N picks N keys instead: 1 for one hot
-// key, 10000 for many keys each far below its limit). Reported, not asserted
-// (docs/benchmarks.md).
+// key, 10000 for many keys each far below its limit; SLUICE_DISTRIBUTED_ROUNDS=N runs N rounds
+// instead of 3). Reported, not asserted (docs/benchmarks.md).
 TEST(Distributed, EventualDecidesAtMemoryStoreSpeed) {
   RedisServer redis;
   const double seconds = std::min(run_seconds(), 5.0);
@@ -433,15 +445,19 @@ TEST(Distributed, EventualDecidesAtMemoryStoreSpeed) {
     const double rate = throughput(c.ports, 4, 1.0, 1000);
     keys = std::max(1, static_cast<int>(rate / (3.0 * static_cast<double>(kLimit))));
   }
+  const char* rounds_env = std::getenv("SLUICE_DISTRIBUTED_ROUNDS");
+  const int rounds = rounds_env != nullptr ? std::max(1, std::atoi(rounds_env)) : 3;
   std::vector<double> memory, eventual, ratio;
-  for (int round = 0; round < 3; ++round) {
-    {
-      Cluster c("memory://", "strong");
-      memory.push_back(throughput(c.ports, 4, seconds, keys));
-    }
-    {
-      Cluster c("redis://" + redis.address(), "eventual");
-      eventual.push_back(throughput(c.ports, 4, seconds, keys));
+  for (int round = 0; round < rounds; ++round) {
+    // Alternating which goes first, so that neither gains from its place in the round.
+    for (int side = 0; side < 2; ++side) {
+      if ((side + round) % 2 == 0) {
+        Cluster c("memory://", "strong", kQuarterRules);
+        memory.push_back(throughput(c.ports, 4, seconds, keys));
+      } else {
+        Cluster c("redis://" + redis.address(), "eventual");
+        eventual.push_back(throughput(c.ports, 4, seconds, keys));
+      }
     }
     ratio.push_back(eventual.back() / memory.back());
     std::printf(
@@ -450,14 +466,16 @@ TEST(Distributed, EventualDecidesAtMemoryStoreSpeed) {
         round, keys, eventual.back() / keys / static_cast<double>(kLimit), memory.back(),
         eventual.back(), 100.0 * ratio.back());
   }
-  std::sort(memory.begin(), memory.end());
-  std::sort(eventual.begin(), eventual.end());
-  std::sort(ratio.begin(), ratio.end());
+  const auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const std::size_t m = v.size() / 2;
+    return v.size() % 2 == 1 ? v[m] : (v[m - 1] + v[m]) / 2;
+  };
   std::printf(
-      "median: memory %.0f decisions/s, eventual %.0f decisions/s; median of the "
-      "per-round ratios %.1f%%\n",
-      memory[1], eventual[1], 100.0 * ratio[1]);
-  EXPECT_GT(eventual[1], 0);
+      "median: memory %.0f decisions/s, eventual %.0f decisions/s; median of the per-round "
+      "ratios %.1f%%\n",
+      median(memory), median(eventual), 100.0 * median(ratio));
+  EXPECT_GT(median(eventual), 0);
 }
 
 }  // namespace
