@@ -203,7 +203,8 @@ double reference(Algorithm algorithm, const std::vector<Call>& calls) {
 // sliding window counter's rule (sluice/eventual_store.h): at every admitted call,
 // previous * (W - e) + current * W <= n * W over the calendar windows' real counts. A call's
 // window is the one its answer names (its reset is the end of the window after it), and its
-// position e in it the earliest it can have been decided, where the previous window weighs most.
+// position e in it the latest it can have been decided (its answer), where the previous window
+// weighs least: an excess reported is a real one, as everywhere in this harness.
 // The allowance is what the log (the limit as configured) admits of the same offered calls;
 // `counter` what the exact counter admits of them.
 void analyse_counter(const std::vector<const Call*>& admitted, const std::vector<Call>& calls,
@@ -213,7 +214,7 @@ void analyse_counter(const std::vector<const Call*>& admitted, const std::vector
   for (const Call* c : admitted) {
     const Micros k = (c->answered + c->reset) / kWindow - 2;
     ++per_window[k];
-    at.emplace_back(k, std::max<Micros>(0, c->sent - k * kWindow));
+    at.emplace_back(k, std::max<Micros>(0, c->answered - k * kWindow));
   }
   std::map<Micros, std::int64_t> so_far;
   for (const auto& [k, e] : at) {
