@@ -4,7 +4,7 @@ GENERATOR  ?= Ninja
 CMAKE_ARGS ?=
 JOBS       ?= $(shell nproc)
 
-.PHONY: deps build run demo test test-plain test-asan test-tsan bench format format-check clean
+.PHONY: deps build run demo test test-plain test-asan test-tsan bench bench-peers bench-peers-smoke format format-check clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -24,8 +24,9 @@ run: build
 demo: build
 	@$(BUILD)/bin/sluice demo --config examples
 
-# Every test: plain, then under address+undefined and thread sanitizers.
-test: deps format-check test-plain test-asan test-tsan
+# Every test: plain, then under address+undefined and thread sanitizers; then a few seconds of
+# each system of the peer benchmarks, so that the script never rots.
+test: deps format-check test-plain test-asan test-tsan bench-peers-smoke
 
 test-plain: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -42,6 +43,14 @@ test-tsan: deps
 
 bench: build
 	@bash scripts/bench.sh $(BUILD)
+
+# sluice beside Python's limits, Node's rate-limiter-flexible, nginx limit_req and the ceilings,
+# on the same workloads in one run; regenerates docs/benchmarks.md's peers section and plots.
+bench-peers: build
+	@bash bench/peers/run.sh $(BUILD)
+
+bench-peers-smoke: build
+	@bash bench/peers/run.sh --smoke $(BUILD)
 
 format:
 	@clang-format -i $$(git ls-files '*.h' '*.cc')

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the peer benchmarks in bench/peers/ need: Debian's python3-limits and
-# python3-redis (for limits_bench.py, run with /usr/bin/python3), redis-server, and the pinned
+# python3-redis (for limits_bench.py, run with /usr/bin/python3), python3-matplotlib (for
+# report.py's plots), redis-server with redis-tools and nginx, and the pinned
 # npm packages of package-lock.json (for rlf_bench.js, which needs Node.js >= 20).
 # Idempotent, and silent when everything is already present.
 set -euo pipefail
@@ -8,7 +9,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # Debian packages, installed only when missing (as scripts/install-deps.sh does).
-packages=(python3-limits python3-redis redis-server)
+packages=(python3-limits python3-redis python3-matplotlib redis-server redis-tools nginx)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
