@@ -4,7 +4,7 @@ GENERATOR  ?= Ninja
 CMAKE_ARGS ?=
 JOBS       ?= $(shell nproc)
 
-.PHONY: deps build run demo test test-plain test-asan test-tsan bench bench-peers bench-peers-smoke format format-check clean
+.PHONY: deps build run demo test test-plain test-asan test-tsan bench bench-peers bench-peers-smoke bench-scaling format format-check clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -51,6 +51,11 @@ bench-peers: build
 
 bench-peers-smoke: build
 	@bash bench/peers/run.sh --smoke $(BUILD)
+
+# Limiter::decide's cost and the memory per key from 1k to 10M keys in the memory store (about a
+# minute); writes $(BUILD)/bench/scaling.jsonl and docs/img/scaling.png (needs python3-matplotlib).
+bench-scaling: build
+	@bash scripts/bench-scaling.sh $(BUILD)
 
 format:
 	@clang-format -i $$(git ls-files '*.h' '*.cc')

@@ -123,6 +123,20 @@ TEST(MemoryStore, MemoryPerTokenBucketKeyIsSmall) {
   EXPECT_LE(store.memory_bytes() / store.size(), 128u);
 }
 
+// A shard whose table grows past 2 MiB (where its slots move to huge-page memory) keeps every
+// key and its state across the moves.
+TEST(MemoryStore, KeysSurviveATableGrowingPastTwoMebibytes) {
+  MemoryStore store({.max_keys = 100'000, .shards = 1});
+  const LimitSpec once{Algorithm::kFixedWindow, 1, 60'000'000, 0};
+  constexpr int kKeys = 60'000;  // about 80k slots of 64 bytes: 5 MiB
+  for (int i = 0; i < kKeys; ++i)
+    ASSERT_TRUE(Apply(store, "key-" + std::to_string(i), once, kStart).allowed);
+  EXPECT_EQ(store.size(), std::size_t{kKeys});
+  EXPECT_GT(store.memory_bytes(), std::size_t{2} << 20);
+  for (int i = 0; i < kKeys; ++i)
+    ASSERT_FALSE(Apply(store, "key-" + std::to_string(i), once, kStart).allowed) << i;
+}
+
 // Threads hammering one key never admit more than the contract.
 TEST(MemoryStore, ThreadsOnOneKeyNeverAdmitMoreThanTheLimit) {
   for (Algorithm a : {Algorithm::kFixedWindow, Algorithm::kSlidingWindowLog,

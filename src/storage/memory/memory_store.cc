@@ -1,12 +1,15 @@
 #include "sluice/memory_store.h"
 
+#include <sys/mman.h>
 #include <xxhash.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <random>
 #include <thread>
 #include <type_traits>
@@ -62,6 +65,40 @@ struct alignas(64) Entry {
   alignas(8) unsigned char state[kStateBytes];
 };
 static_assert(sizeof(Entry) == 64, "an entry is one cache line");
+
+// Slot tables of 2 MiB and more start on a 2 MiB boundary, and their whole 2 MiB stretches are
+// offered to the kernel for transparent huge pages (used where THP is "madvise" or "always").
+// Over millions of keys each decision reads a random slot among gigabytes of tables; with 4 KiB
+// pages its address translation misses the TLB as well as the cache (docs/benchmarks.md,
+// "Scaling with the number of keys"). The last partial stretch keeps small pages, so no memory
+// is committed past the table.
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
+
+template <class T>
+struct SlotAllocator {
+  using value_type = T;
+  SlotAllocator() = default;
+  template <class U>
+  SlotAllocator(const SlotAllocator<U>&) noexcept {}
+
+  T* allocate(std::size_t n) {
+    const std::size_t bytes = n * sizeof(T);
+    if (bytes < kHugePage) return std::allocator<T>().allocate(n);
+    void* p = std::aligned_alloc(kHugePage, (bytes + kHugePage - 1) / kHugePage * kHugePage);
+    if (p == nullptr) throw std::bad_alloc();
+    madvise(p, bytes / kHugePage * kHugePage, MADV_HUGEPAGE);
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    if (n * sizeof(T) < kHugePage) {
+      std::allocator<T>().deallocate(p, n);
+    } else {
+      std::free(p);
+    }
+  }
+  friend bool operator==(const SlotAllocator&, const SlotAllocator&) noexcept { return true; }
+};
+using Slots = std::vector<Entry, SlotAllocator<Entry>>;
 
 template <class S>
 S load_state(const Entry& e) {
@@ -156,7 +193,7 @@ struct alignas(64) MemoryStore::Shard {
   std::uint32_t count = 0;
   std::uint32_t tick = 0;                     // accesses so far: the LRU clock
   std::uint64_t rng = 0x9E3779B97F4A7C15ull;  // xorshift state for eviction samples
-  std::vector<Entry> slots;
+  Slots slots;
 
   ~Shard() {
     for (Entry& e : slots) {
@@ -198,7 +235,7 @@ struct alignas(64) MemoryStore::Shard {
   void grow() {
     const std::size_t size =
         std::min(std::max<std::size_t>(slots.size() + slots.size() / 4, 16), max_slots());
-    std::vector<Entry> old(size);
+    Slots old(size);
     old.swap(slots);
     for (const Entry& e : old) {
       if (e.used) place(e);
