@@ -8,11 +8,11 @@
 //   - It sends, in one pipelined batch, each key's consumption since the last round, and asks
 //     Redis to reserve a lease for the next interval: about 1.5x what the key was asked for here
 //     in the last interval (just that while the key is short, so no instance holds what others
-//     would use), plus for bursts up to as much again from this instance's share of what is
-//     left. Redis keeps each limit in a mergeable form (a count per window for the windows,
-//     merged by addition; a token bucket as the time it is full again, moved by emitted cost)
-//     and reserves the lease atomically from what is left, so leases never add up to more than
-//     the limit.
+//     would use), plus, when it denied some of its demand, up to as much again from this
+//     instance's share of what is left (bursts). Redis keeps each limit in a mergeable form (a
+//     count per window for the windows, merged by addition; a token bucket as the time it is
+//     full again, moved by emitted cost) and reserves the lease atomically from what is left, so
+//     leases never add up to more than the limit.
 //   - Between rounds, a key admits up to its lease.
 //   - A key this process has not synced yet (a new key, a new window), or any key while Redis is
 //     unreachable, is decided on a local copy of the limit scaled to this instance's share:

@@ -161,6 +161,7 @@ struct EventualStore::Item {
   std::int64_t reserved = 0;
   std::int64_t prev_delta = 0;
   std::int64_t ask = 0;
+  std::int64_t burst = 0;
   std::string redis_base;
   int slot = 0;
 };
@@ -452,6 +453,10 @@ bool EventualStore::round(bool last) {
       item.reserved = e.reserved;
       item.prev_delta = e.prev_delta;
       item.ask = ask;
+      // Room for a burst (up to as much again) only for an instance that denied some of its
+      // demand: one that admitted all of it would hold units it does not use, and a fixed
+      // window's key keeps an unused lease between hits (keeps_lease()).
+      item.burst = e.admitted < e.offered ? ask : 0;
       items.push_back(std::move(item));
       e.allowance = std::max<std::int64_t>(0, e.allowance - e.used);
       e.used = e.reserved = e.prev_delta = 0;
@@ -502,7 +507,7 @@ bool EventualStore::round(bool last) {
   auto build = [&](const Call& call, bool by_sha) {
     redis::SlotCommand c;
     c.slot = items[call.items.front()].slot;
-    c.argv.reserve(3 + call.items.size() * 11 + 3);
+    c.argv.reserve(3 + call.items.size() * 12 + 3);
     c.argv.push_back(by_sha ? "EVALSHA" : "EVAL");
     c.argv.push_back(by_sha ? sync::sync_script_sha() : std::string(sync::kSyncScript));
     c.argv.push_back(std::to_string(call.items.size() * 2));
@@ -530,6 +535,7 @@ bool EventualStore::round(bool last) {
       c.argv.push_back(std::to_string(it.prev_delta));
       c.argv.push_back(std::to_string(it.used - it.reserved));
       c.argv.push_back(std::to_string(it.ask));
+      c.argv.push_back(std::to_string(it.burst));
     }
     return c;
   };

@@ -10,9 +10,9 @@ local interval = tonumber(ARGV[2])
 local share = tonumber(ARGV[3])
 local out = {}
 local a = 4
-local function lease(ask, soon)
+local function lease(ask, burst, soon)
   local g = math.min(ask, soon)
-  return g + math.min(ask, math.floor((soon - g) * share + 1e-9))
+  return g + math.min(burst, math.floor((soon - g) * share + 1e-9))
 end
 local function put(key, value, until_us, now)
   local ttl = math.ceil((until_us - now) / 1000) + grace
@@ -29,7 +29,8 @@ for g = 1, #KEYS, 2 do
   local dprev = tonumber(ARGV[a + 6])
   local dcur = tonumber(ARGV[a + 7])
   local ask = tonumber(ARGV[a + 8])
-  a = a + 9
+  local burst = tonumber(ARGV[a + 9])
+  a = a + 10
   -- soon: what the limit will have left at the next round (or the window's end). A lease is
   -- what was asked for, and for bursts up to as much again from this instance's share of the
   -- rest; all of it reserved, so that the leases never add up to more than `soon`.
@@ -50,7 +51,7 @@ for g = 1, #KEYS, 2 do
     end
     soon = math.min(cap, math.floor((now + interval + full - f) / t + 1e-9))
     if soon < 0 then soon = 0 end
-    grant = lease(ask, soon)
+    grant = lease(ask, burst, soon)
     f = f + grant * t
     if f > now then
       put(KEYS[g + 1], f, f, now)
@@ -73,7 +74,7 @@ for g = 1, #KEYS, 2 do
       soon = n - math.ceil(prev * (w - e_end) / w - 1e-9) - cur
     end
     if soon < 0 then soon = 0 end
-    grant = lease(ask, soon)
+    grant = lease(ask, burst, soon)
     cur = cur + grant
     local horizon = (k + 1) * w
     if algo == 2 then horizon = horizon + w end
