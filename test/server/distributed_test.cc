@@ -39,6 +39,17 @@ namespace rls = envoy::service::ratelimit::v3;
 using SteadyClock = std::chrono::steady_clock;
 
 constexpr int kInstances = 4;
+
+// Eventual mode's bounds (docs/deployment.md) hold while each sync round is answered within its
+// interval. Under ThreadSanitizer every thread runs several times slower and rounds slip past
+// their 100 ms, so a TSan build reports eventual mode's figures without judging them (it still
+// runs every path for races); the plain and ASan builds judge them. Strong mode is judged
+// everywhere: its contract does not depend on timing.
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kTimelyRounds = false;
+#else
+constexpr bool kTimelyRounds = true;
+#endif
 constexpr std::uint64_t kLimit = 40;  // per second, for every algorithm below
 constexpr Micros kWindow = 1'000'000;
 
@@ -387,6 +398,7 @@ void run_mode(const std::string& storage, const std::string& label,
                               << ": more admitted than the contract allows";
         continue;
       }
+      if (!kTimelyRounds) continue;  // reported above, not judged: see kTimelyRounds
       // docs/deployment.md: within 2 % of the contract over the run, give or take the one sync
       // interval (n * I / W = 4 units) that a run's start and end each cost. A sliding log is
       // decided by the counter's rule, and the log and the counter differ at a run's edges by up
