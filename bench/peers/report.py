@@ -204,7 +204,10 @@ def plots(results, img):
         ax.set_xlabel("latency of one decision, µs (log)")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("fraction of decisions")
-    axes[-1].legend(fontsize=7, loc="lower right")
+    # The legend goes on the last panel that has lines (a smoke run has no Zipf panel).
+    drawn = [ax for ax in axes if ax.get_lines()]
+    if drawn:
+        drawn[-1].legend(fontsize=7, loc="lower right")
     fig.suptitle("Library paths: latency CDF")
     fig.tight_layout()
     fig.savefig(os.path.join(img, "peers-latency.png"), dpi=100)
