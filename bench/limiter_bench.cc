@@ -9,11 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "bench_values.h"
 #include "sluice/limiter.h"
 #include "sluice/memory_store.h"
 
 namespace sluice {
 namespace {
+
+using bench::WriteValue;
 
 constexpr Algorithm kAlgorithms[] = {Algorithm::kFixedWindow, Algorithm::kSlidingWindowLog,
                                      Algorithm::kSlidingWindowCounter, Algorithm::kTokenBucket};
@@ -32,14 +35,6 @@ std::shared_ptr<const RuleSet> BenchRules() {
   return RuleSet::compile(std::move(src));
 }
 
-// Writes the 32-byte value of key `i` ("tenant-" + 16 hex digits, padded) into `out`, which
-// already holds 32 bytes: the request is built in cache, as a server parsing it would have it.
-void WriteValue(std::string& out, std::size_t i) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::uint64_t x = i * 0x9E3779B97F4A7C15ull;  // spread ids over the hex space
-  for (int d = 0; d < 16; ++d)
-    out[7 + d] = kHex[(x >> (4 * d)) & 0xf];
-}
 std::string Value(std::size_t i) {
   std::string v = "tenant-................_________";
   WriteValue(v, i);

@@ -31,11 +31,14 @@
 #include <string_view>
 #include <vector>
 
+#include "bench_values.h"
 #include "sluice/limiter.h"
 #include "sluice/memory_store.h"
 
 namespace sluice {
 namespace {
+
+using bench::WriteValue;
 
 struct Options {
   std::vector<std::size_t> keys = {1'000, 10'000, 100'000, 1'000'000, 3'000'000, 10'000'000};
@@ -55,15 +58,6 @@ std::shared_ptr<const RuleSet> ScalingRules(Algorithm a) {
   d.descriptors.push_back(r);
   src.domains.push_back(d);
   return RuleSet::compile(std::move(src));
-}
-
-// Writes the 32-byte value of key `i` ("tenant-" + 16 hex digits, padded) into `out`, which
-// already holds 32 bytes; the same values as limiter_bench.cc.
-void WriteValue(std::string& out, std::size_t i) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::uint64_t x = i * 0x9E3779B97F4A7C15ull;  // spread ids over the hex space
-  for (int d = 0; d < 16; ++d)
-    out[7 + d] = kHex[(x >> (4 * d)) & 0xf];
 }
 
 // Resident memory of the process (VmRSS), from /proc.
