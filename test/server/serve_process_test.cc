@@ -91,19 +91,25 @@ TEST(ServeProcess, BadRulesOrFlagsRefuseToStart) {
   EXPECT_EQ(WEXITSTATUS(flag_status), 1);
 }
 
+// PathRulesOverHttp() is a server on `storage` with kPathRules (written into `dir`), HTTP only,
+// on a free loopback port.
+ServerOptions PathRulesOverHttp(TempDir& dir, const std::string& storage) {
+  dir.write("paths.yaml", kPathRules);
+  ServerOptions o;
+  o.config = {dir.path()};
+  o.storage = storage;
+  o.http_listen = "127.0.0.1:0";
+  o.grpc_listen = "";
+  return o;
+}
+
 // A request in flight when the server shuts down is still answered: the store is a Redis that
 // does not answer (paused), so the request waits for the store's timeout and is then decided by
 // failure_mode while the server drains.
 TEST(ServeShutdown, FinishesTheRequestInFlight) {
   RedisServer redis;
   TempDir dir;
-  dir.write("paths.yaml", kPathRules);
-  ServerOptions o;
-  o.config = {dir.path()};
-  o.storage = "redis://" + redis.address() + "?timeout_ms=600";
-  o.http_listen = "127.0.0.1:0";
-  o.grpc_listen = "";
-  Server server(o);
+  Server server(PathRulesOverHttp(dir, "redis://" + redis.address() + "?timeout_ms=600"));
   std::string error;
   ASSERT_TRUE(server.start(error)) << error;
   const int port = server.http_port();
@@ -193,13 +199,8 @@ TEST(GrpcThroughRedis, DecidesOnThePool) {
 TEST(EventualThroughRedis, DecidesLocallyAndSyncs) {
   RedisServer redis;
   TempDir dir;
-  dir.write("paths.yaml", kPathRules);
-  ServerOptions o;
-  o.config = {dir.path()};
-  o.storage = "redis://" + redis.address() + "?consistency=eventual&sync_interval_ms=20";
-  o.http_listen = "127.0.0.1:0";
-  o.grpc_listen = "";
-  Server server(o);
+  Server server(PathRulesOverHttp(
+      dir, "redis://" + redis.address() + "?consistency=eventual&sync_interval_ms=20"));
   std::string error;
   ASSERT_TRUE(server.start(error)) << error;
   const int port = server.http_port();
