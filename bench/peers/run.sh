@@ -207,7 +207,9 @@ http {
   limit_req_status 429;
   server {
     listen 127.0.0.1:$nport;
-    location = /v1/authz { limit_req zone=peers burst=100 nodelay; return 200; }
+    # empty_gif answers in the content phase, after limit_req (preaccess phase); "return 200"
+    # would answer in the rewrite phase, before limit_req, and nothing would ever be limited.
+    location = /v1/authz { limit_req zone=peers burst=100 nodelay; empty_gif; }
   }
 }
 EOF
