@@ -3,6 +3,7 @@
 //
 //   build/bin/sluice-bench --grpc 127.0.0.1:8081 --concurrency 64 --duration 10
 //   build/bin/sluice-bench --http 127.0.0.1:8080 --endpoint check --keys 10000 --rate 20000 --json
+//   build/bin/sluice-bench --grpc 127.0.0.1:8081 --keys 1000000 --key-distribution zipf
 //
 // Closed loop (the default) keeps --concurrency requests in flight and measures how many the
 // server answers per second. Open loop (--rate R) sends R requests per second whatever the
@@ -19,12 +20,14 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <iostream>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -46,6 +49,9 @@ constexpr int kDefaultGrpcChannels = 4;
 constexpr int kExitOk = 0;
 constexpr int kExitFailed = 1;  // requests failed, nothing was measured, or no connection
 constexpr int kExitUsage = 2;
+
+// The most keys --key-distribution zipf takes: its table holds 8 bytes per key (512 MiB here).
+constexpr std::size_t kMaxZipfKeys = std::size_t{1} << 26;
 
 // Splits "HOST:PORT" ("[::1]:PORT" for IPv6). Returns false if malformed.
 bool SplitHostPort(const std::string& s, std::string& host, std::string& port) {
@@ -89,6 +95,25 @@ double CpuSeconds() {
   getrusage(RUSAGE_SELF, &u);
   return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
          static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// DescribeKeys() is the summary's "1000000 keys Zipf (exponent 1, first key 6.95 %)".
+std::string DescribeKeys(const LoadOptions& o, const bench::ZipfDistribution* zipf) {
+  if (o.keys == 1) return "1 key";
+  char text[96];
+  switch (o.key_distribution) {
+    case KeyDistribution::kCycle:
+      std::snprintf(text, sizeof text, "%zu keys cycled", o.keys);
+      break;
+    case KeyDistribution::kUniform:
+      std::snprintf(text, sizeof text, "%zu keys uniform", o.keys);
+      break;
+    case KeyDistribution::kZipf:
+      std::snprintf(text, sizeof text, "%zu keys Zipf (exponent %g, first key %.2f %%)", o.keys,
+                    o.zipf_exponent, 100 * zipf->Probability(0));
+      break;
+  }
+  return text;
 }
 
 // Totals is the measured phase of every thread, merged.
@@ -185,6 +210,7 @@ int Main(int argc, char** argv) {
   double duration_s = 10, warmup_s = 1;
   int timeout_ms = 2000;
   int connections = 0;
+  std::string key_distribution = "cycle";
   bool json = false;
 
   auto* target = app.add_option_group("target", "exactly one of --grpc, --http");
@@ -199,8 +225,19 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--domain", o.domain, "rate-limit domain")->capture_default_str();
   app.add_option("--key", o.key, "descriptor key")->capture_default_str();
-  app.add_option("--keys", o.keys, "distinct descriptor values, cycled (1 = one hot key)")
+  app.add_option("--keys", o.keys, "distinct descriptor values (1 = one hot key)")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--key-distribution", key_distribution,
+                 "how each request's value is chosen: cycle (in order), uniform (at random), "
+                 "zipf (value i with probability proportional to 1/i^s)")
+      ->check(CLI::IsMember({"cycle", "uniform", "zipf"}))
+      ->capture_default_str();
+  auto* exponent_opt =
+      app.add_option("--zipf-exponent", o.zipf_exponent, "zipf: the exponent s, > 0")
+          ->capture_default_str();
+  app.add_option("--seed", o.seed, "seed of the uniform and zipf draws")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   auto* path_opt = app.add_option(
       "--path", o.path,
@@ -256,6 +293,19 @@ int Main(int argc, char** argv) {
     return usage("--path must not contain line breaks");
   if (KeyUsesAddresses(o) && o.keys > kMaxAddressKeys)
     return usage("--keys: at most " + std::to_string(kMaxAddressKeys) + " address values");
+  o.key_distribution = key_distribution == "uniform" ? KeyDistribution::kUniform
+                       : key_distribution == "zipf"  ? KeyDistribution::kZipf
+                                                     : KeyDistribution::kCycle;
+  // Checked here, not by a CLI11 validator: PositiveNumber lets a NaN through. An infinite
+  // exponent would give every draw to the first value.
+  if (!(o.zipf_exponent > 0) || !std::isfinite(o.zipf_exponent))
+    return usage("--zipf-exponent must be a finite number > 0, got " +
+                 exponent_opt->as<std::string>());
+  if (exponent_opt->count() > 0 && o.key_distribution != KeyDistribution::kZipf)
+    return usage("--zipf-exponent needs --key-distribution zipf");
+  if (o.key_distribution == KeyDistribution::kZipf && o.keys > kMaxZipfKeys)
+    return usage("--keys: at most " + std::to_string(kMaxZipfKeys) +
+                 " with --key-distribution zipf");
   o.duration = Seconds(duration_s);
   o.warmup = Seconds(warmup_s);
   o.timeout = std::chrono::milliseconds(timeout_ms);
@@ -277,6 +327,10 @@ int Main(int argc, char** argv) {
   if (o.threads > slots)
     return usage("--threads " + std::to_string(o.threads) + " exceeds the " +
                  std::to_string(slots) + " requests in flight");
+
+  // The Zipf table (8 bytes per key), built once and shared read-only by the threads.
+  std::optional<bench::ZipfDistribution> zipf;
+  if (o.key_distribution == KeyDistribution::kZipf) zipf.emplace(o.keys, o.zipf_exponent);
 
   std::string error;
   std::unique_ptr<LoadGenerator> load = o.grpc ? OpenGrpc(o, error) : OpenHttp(o, error);
@@ -308,7 +362,9 @@ int Main(int argc, char** argv) {
                   .interval_ns = o.rate > 0 ? 1e9 / o.rate : 0,
                   .thread_index = i,
                   .threads = o.threads};
-    p.first_key = o.keys * static_cast<std::size_t>(i) / static_cast<std::size_t>(o.threads);
+    p.keys =
+        KeyPicker(o, zipf ? &*zipf : nullptr,
+                  o.keys * static_cast<std::size_t>(i) / static_cast<std::size_t>(o.threads), i);
     stats.push_back(std::make_unique<ThreadStats>());
   }
 
@@ -382,6 +438,7 @@ int Main(int argc, char** argv) {
         {"connections", o.connections},
         {"threads", o.threads},
         {"keys", o.keys},
+        {"key_distribution", key_distribution},
         {"duration_s", seconds},
         {"warmup_s", ToSeconds(o.warmup)},
         {"requests", requests},
@@ -401,6 +458,8 @@ int Main(int argc, char** argv) {
         {"client_cpu", cpu},
         {"busiest_thread_cpu", busiest_cpu},
     };
+    if (o.key_distribution == KeyDistribution::kZipf) j["zipf_exponent"] = o.zipf_exponent;
+    if (o.key_distribution != KeyDistribution::kCycle) j["seed"] = o.seed;
     if (o.rate > 0) {
       j["sent"] = t.sent;
       j["late"] = t.Late();
@@ -415,12 +474,12 @@ int Main(int argc, char** argv) {
   } else {
     std::printf("target       %s, %d %s, %d thread%s\n", load->Describe().c_str(), o.connections,
                 o.grpc ? "channels" : "connections", o.threads, o.threads == 1 ? "" : "s");
+    const std::string keys = DescribeKeys(o, zipf ? &*zipf : nullptr);
     if (o.rate > 0) {
-      std::printf("load         open loop, %.0f req/s, at most %d in flight, %zu key%s\n", o.rate,
-                  slots, o.keys, o.keys == 1 ? "" : "s");
+      std::printf("load         open loop, %.0f req/s, at most %d in flight, %s\n", o.rate, slots,
+                  keys.c_str());
     } else {
-      std::printf("load         closed loop, %d in flight, %zu key%s\n", slots, o.keys,
-                  o.keys == 1 ? "" : "s");
+      std::printf("load         closed loop, %d in flight, %s\n", slots, keys.c_str());
     }
     std::printf("duration     %.1f s measured after %.1f s warm-up\n", seconds,
                 ToSeconds(o.warmup));

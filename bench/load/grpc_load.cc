@@ -71,7 +71,7 @@ class GrpcLoad final : public LoadGenerator {
 class GrpcThread {
  public:
   GrpcThread(const GrpcLoad& load, const ThreadPlan& plan, ThreadStats& stats)
-      : load_(load), plan_(plan), stats_(stats), key_cursor_(plan.first_key % load.options().keys) {
+      : load_(load), plan_(plan), stats_(stats), keys_(plan.keys) {
     const LoadOptions& o = load.options();
     slots_.reserve(static_cast<std::size_t>(plan.slots));
     for (int i = 0; i < plan.slots; ++i) {
@@ -132,8 +132,7 @@ class GrpcThread {
     s.start = start;
     s.measured = start >= plan_.timeline.measure_begin;
     s.value->clear();
-    WriteKeyValue(*s.value, key_cursor_, load_.address_values());
-    if (++key_cursor_ == load_.options().keys) key_cursor_ = 0;
+    WriteKeyValue(*s.value, keys_.Next(), load_.address_values());
     s.context.emplace();
     s.context->set_deadline(GprDeadline(now + load_.options().timeout));
     s.reader = s.stub->PrepareAsyncShouldRateLimit(&*s.context, s.request, &cq_);
@@ -289,7 +288,7 @@ class GrpcThread {
   ThreadStats& stats_;
   grpc::CompletionQueue cq_;  // before the slots, so destroyed after them
   std::vector<std::unique_ptr<Slot>> slots_;
-  std::size_t key_cursor_;       // used by whichever thread starts calls
+  KeyPicker keys_;               // used by whichever thread starts calls
   std::atomic<int> pending_{0};  // slots with a call or a back-off in progress
   std::atomic<bool> pacer_done_{false};
   std::mutex free_mutex_;  // open loop: the idle slots, shared by pacer and poller

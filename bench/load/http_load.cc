@@ -217,7 +217,7 @@ class HttpThread {
         sweep_(io_),
         end_(io_),
         hard_stop_(io_),
-        key_cursor_(plan.first_key % load.options().keys) {
+        keys_(plan.keys) {
     for (int i = 0; i < plan.slots; ++i)
       connections_.push_back(std::make_unique<Connection>(io_));
   }
@@ -276,8 +276,7 @@ class HttpThread {
     c.measured = start >= plan_.timeline.measure_begin;
     c.deadline = now + timeout_;
     c.timed_out = false;
-    c.request = load_.Request(key_cursor_, c.scratch);
-    if (++key_cursor_ == load_.options().keys) key_cursor_ = 0;
+    c.request = load_.Request(keys_.Next(), c.scratch);
     c.reused = c.connected;
     if (c.connected) {
       Write(c);
@@ -467,7 +466,7 @@ class HttpThread {
   std::vector<std::unique_ptr<Connection>> connections_;
   std::vector<Connection*> free_;  // open loop: idle connections
   std::uint64_t next_due_ = 0;     // open loop: this thread's next scheduled request
-  std::size_t key_cursor_;
+  KeyPicker keys_;
   int active_ = 0;        // connections with a request or a back-off in progress
   bool backlog_ = false;  // open loop: due requests are waiting for a free connection
   bool pacer_armed_ = false;

@@ -14,9 +14,12 @@
 #   redis-benchmark running sluice's decide script (EVALSHA, pipelined).
 # Service paths (sluice-bench, 64 in flight): `sluice serve` over gRPC and HTTP /v1/authz, the
 #   no-op servers (the same transport code deciding nothing: the ceiling), and nginx limit_req
-#   (the in-gateway C reference) over the same HTTP request.
-# Workloads: hot (one key), uniform (100,000 keys), zipf (1,000,000 keys, exponent 1; library
-#   paths only: sluice-bench cycles through its keys).
+#   (the in-gateway C reference) over the same HTTP request. Over gRPC the key is
+#   remote_address, over HTTP the address in X-Real-IP (which nginx keys limit_req by): key i
+#   is address i + 1 in 10.0.0.0/8, room for 16.7M keys.
+# Workloads: hot (one key), uniform (100,000 keys drawn uniformly), zipf (1,000,000 keys drawn
+#   with probability proportional to 1/rank, exponent 1), on every path: the library benchmarks
+#   walk a table of keys drawn before the run, sluice-bench draws with --key-distribution.
 set -euo pipefail
 smoke=0
 if [ "${1:-}" = "--smoke" ]; then
@@ -228,6 +231,11 @@ service() {  # service WORKLOAD
   local w=$1 keys
   keys=$(keys_of "$w")
   local common=(--keys "$keys" --concurrency 64 --duration "$seconds" --warmup 1 --json)
+  # The keys drawn as the library paths draw theirs (hot has one key: nothing to draw).
+  case $w in
+    uniform) common+=(--key-distribution uniform) ;;
+    zipf) common+=(--key-distribution zipf --zipf-exponent 1) ;;
+  esac
   record sluice "server gRPC" "$w" "$sluice_pid" "$build/bin/sluice-bench" --grpc "127.0.0.1:$s_grpc" "${common[@]}"
   record noop "server gRPC (ceiling)" "$w" "$noop_pid" "$build/bin/sluice-bench" --grpc "127.0.0.1:$n_grpc" "${common[@]}"
   record sluice "server HTTP /v1/authz" "$w" "$sluice_pid" "$build/bin/sluice-bench" --http "127.0.0.1:$s_http" --endpoint authz --path /bench "${common[@]}"
@@ -240,7 +248,7 @@ for round in $(seq "$rounds"); do
     echo "round $round, workload $w:"
     lib "$w"
     ceiling "$w"
-    [ "$w" = zipf ] || service "$w"
+    service "$w"
   done
 done
 echo "results: $results"
