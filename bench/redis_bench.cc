@@ -65,13 +65,14 @@ std::shared_ptr<const sluice::RuleSet> Rules() {
 double Ceiling(const sluice::testing::RedisServer& server, const std::string& sha, int keys,
                int requests) {
   const Micros now = sluice::SystemClock::instance().now_micros();
-  // The same call a token-bucket decision makes: one key, now, grace, then algorithm 3, n, W,
-  // burst, cost, enforce. redis-benchmark cannot send a changing time, so `now` is the time at
-  // start: each key sees a few hits of its 1,000-token bucket, all allowed, as in sluice's run.
+  // The call a lone token-bucket decision makes: one key, grace, one request (now, one hit),
+  // then algorithm 3, n, W, burst, cost, enforce. redis-benchmark cannot send a changing time,
+  // so `now` is the time at start: each key sees a few hits of its 1,000-token bucket, all
+  // allowed, as in sluice's run.
   const std::string cmd =
       "redis-benchmark -h 127.0.0.1 -p " + std::to_string(server.port()) + " -c 50 -P 16 -q -r " +
       std::to_string(keys) + " -n " + std::to_string(requests) + " EVALSHA " + sha +
-      " 1 'bench:{__rand_int__}' " + std::to_string(now) + " 1000 3 1000 1000000 0 1 1 2>&1";
+      " 1 'bench:{__rand_int__}' 1000 1 " + std::to_string(now) + " 1 3 1000 1000000 0 1 1 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return 0;
   std::string out;

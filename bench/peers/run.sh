@@ -137,8 +137,10 @@ lib() {  # lib WORKLOAD: every library path on one workload
   flush
 }
 
-# The Redis path's ceiling: redis-benchmark sending sluice's own decide call (a fixed window of
-# 100 per second on one key, `now` fixed at the start), 50 clients, pipelined 16 deep.
+# The Redis path's ceiling: redis-benchmark sending sluice's own decide call for one request (a
+# fixed window of 100 per second on one key, `now` fixed at the start), 50 clients, pipelined 16
+# deep. sluice's store puts the requests that wait while a call is out into one call, so under
+# load it can pass this figure.
 ceiling() {  # ceiling WORKLOAD
   local w=$1 keys sha now n
   keys=$(keys_of "$w")
@@ -153,7 +155,7 @@ ceiling() {  # ceiling WORKLOAD
   local args=(-p "$rport" -c 50 -P 16 -q -n "$n")
   [ "$keys" -gt 1 ] && args+=(-r "$keys")
   local text
-  text=$(redis-benchmark "${args[@]}" EVALSHA "$sha" 1 "$key" "$now" 1000 0 100 1000000 0 1 1 2>&1 | tr '\r' '\n' | grep "requests per second" | tail -1)
+  text=$(redis-benchmark "${args[@]}" EVALSHA "$sha" 1 "$key" 1000 1 "$now" 1 0 100 1000000 0 1 1 2>&1 | tr '\r' '\n' | { grep "requests per second" || true; } | tail -1)
   local rps p50
   rps=$(sed -nE 's/.*: ([0-9.]+) requests per second.*/\1/p' <<<"$text")
   p50=$(sed -nE 's/.*p50=([0-9.]+) msec.*/\1/p' <<<"$text")

@@ -5,26 +5,30 @@
 //
 //   sluice_peer_bench --storage memory|redis|eventual [--redis-url redis://HOST:PORT]
 //                     --workload hot|uniform|zipf [--seconds S] [--keys N]
-//                     [--algorithm fixed|moving|counter|bucket] [--threads T]
+//                     [--algorithm fixed|moving|counter|bucket] [--threads T] [--in-flight F]
 //                     [--sample-every N] [--seed N]
 //   sluice_peer_bench --decide-script-sha
 //
 // `moving` is sluice's sliding_window_log (limits' moving window), `counter` its sliding window
-// counter, `bucket` its token bucket. With Redis, T threads each decide one call after another
-// (T calls in flight, default 16, as rate-limiter-flexible's 16 in flight); otherwise one
-// thread by default, as the peers' single-threaded loops. One call in 16 is timed (in every
-// mode: a hot key through Redis is answered locally by the over-limit cache, millions a second,
-// and timing them all would fill the memory the run reports).
+// counter, `bucket` its token bucket. With Redis, one thread keeps F decisions in flight with
+// Limiter::decide_async (default 16, as rate-limiter-flexible's 16 promises in flight on Node's
+// one thread); with --in-flight 0, T threads (default 16) each decide one call after another.
+// Otherwise one thread decides one call after another, as the peers' single-threaded loops. One
+// call in 16 is timed (in every mode: a hot key through Redis is answered locally by the
+// over-limit cache, millions a second, and timing them all would fill the memory the run
+// reports).
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -34,6 +38,7 @@
 #include "sluice/storage.h"
 #include "storage/redis/script.h"
 #include "storage/redis/sha1.h"
+#include "zipf.h"
 
 namespace {
 
@@ -47,6 +52,7 @@ struct Args {
   double seconds = 5;
   long keys = 0;  // 0: the workload's own
   int threads = 0;
+  int in_flight = -1;  // -1: the storage's default
   int sample_every = 0;
   std::uint64_t seed = 42;
 };
@@ -55,7 +61,8 @@ struct Args {
   std::fprintf(stderr,
                "sluice_peer_bench: %s\nusage: sluice_peer_bench --storage memory|redis|eventual "
                "[--redis-url URL] --workload hot|uniform|zipf [--seconds S] [--keys N] "
-               "[--algorithm fixed|moving|counter|bucket] [--threads T] [--sample-every N] "
+               "[--algorithm fixed|moving|counter|bucket] [--threads T] [--in-flight F] "
+               "[--sample-every N] "
                "[--seed N]\n",
                why.c_str());
   std::exit(2);
@@ -81,6 +88,9 @@ Args Parse(int argc, char** argv) {
       a.keys = std::atol(v.c_str());
     } else if (flag == "--threads") {
       a.threads = std::atoi(v.c_str());
+    } else if (flag == "--in-flight") {
+      a.in_flight = std::atoi(v.c_str());
+      if (a.in_flight < 0 || a.in_flight > 100'000) Usage("--in-flight must be 0 to 100000");
     } else if (flag == "--sample-every") {
       a.sample_every = std::atoi(v.c_str());
     } else if (flag == "--seed") {
@@ -96,7 +106,9 @@ Args Parse(int argc, char** argv) {
   if (!(a.seconds > 0)) Usage("--seconds must be positive");
   if (a.workload == "hot" && a.keys > 1) Usage("--workload hot has one key");
   if (a.keys <= 0) a.keys = a.workload == "hot" ? 1 : a.workload == "uniform" ? 100'000 : 1'000'000;
-  if (a.threads <= 0) a.threads = a.storage == "redis" ? 16 : 1;
+  if (a.in_flight < 0) a.in_flight = a.storage == "redis" ? 16 : 0;
+  if (a.in_flight > 0 && a.threads > 1) Usage("--in-flight runs on one thread: no --threads");
+  if (a.threads <= 0) a.threads = a.in_flight == 0 && a.storage == "redis" ? 16 : 1;
   if (a.sample_every <= 0) a.sample_every = 16;
   return a;
 }
@@ -119,16 +131,9 @@ std::vector<std::uint32_t> KeyTable(const Args& a) {
     for (auto& x : t)
       x = d(rng);
   } else if (a.workload == "zipf") {
-    // P(rank i) proportional to 1/(i+1): a uniform draw looked up in the cumulative weights.
-    std::vector<double> cdf(static_cast<std::size_t>(a.keys));
-    double sum = 0;
-    for (std::size_t i = 0; i < cdf.size(); ++i)
-      cdf[i] = (sum += 1.0 / static_cast<double>(i + 1));
-    std::uniform_real_distribution<double> u(0, sum);
-    for (auto& x : t) {
-      const auto it = std::lower_bound(cdf.begin(), cdf.end(), u(rng));
-      x = static_cast<std::uint32_t>(std::min<std::ptrdiff_t>(it - cdf.begin(), a.keys - 1));
-    }
+    const sluice::bench::ZipfDistribution zipf(static_cast<std::size_t>(a.keys), 1.0);
+    for (auto& x : t)
+      x = static_cast<std::uint32_t>(zipf(rng));
   }
   return t;
 }
@@ -158,6 +163,117 @@ struct ThreadResult {
   std::uint64_t decisions = 0, allowed = 0, errors = 0;
   std::vector<double> latencies_us;
 };
+
+// Chains is --in-flight's loop, as an event loop keeps its calls in flight: F chains, each
+// starting its next decision from the completion of its last, on whichever thread that comes
+// (the store's I/O thread). A completion that comes at once, inside decide_async() (the
+// over-limit cache answering), is handed to the starting thread instead, which keeps the stack
+// flat.
+class Chains {
+ public:
+  Chains(sluice::Limiter& limiter, const std::vector<std::uint32_t>& table, int chains,
+         int sample_every, std::size_t first)
+      : limiter_(limiter), table_(table), sample_every_(sample_every), slots_(chains) {
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      slots_[i].req = sluice::Request{"bench", {sluice::Descriptor{{{"tenant", ""}}, {}, {}}}, 1};
+      slots_[i].at = first + i * (table_.size() / slots_.size());
+    }
+  }
+
+  // run() keeps every chain going until `until`, then waits for the last decisions.
+  ThreadResult run(Steady::time_point until, bool keep) {
+    keep_ = keep;
+    stop_.store(false);
+    out_.store(static_cast<int>(slots_.size()));
+    for (std::size_t i = 0; i < slots_.size(); ++i)
+      start(i);
+    std::vector<std::size_t> now;
+    for (;;) {
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait_until(lock, until, [&] { return !deferred_.empty(); });
+        now.swap(deferred_);
+      }
+      if (Steady::now() >= until) break;
+      for (std::size_t i : now)
+        start(i);
+      now.clear();
+    }
+    stop_.store(true);
+    for (;;) {  // chains end at their next completion; deferred ones end here
+      {
+        std::lock_guard lock(mu_);
+        out_.fetch_sub(static_cast<int>(deferred_.size()));
+        deferred_.clear();
+      }
+      out_.fetch_sub(static_cast<int>(now.size()));
+      now.clear();
+      if (out_.load() == 0) break;
+      std::this_thread::yield();
+    }
+    ThreadResult r;
+    for (Slot& s : slots_) {
+      r.decisions += s.decisions;
+      r.allowed += s.allowed;
+      r.errors += s.errors;
+      r.latencies_us.insert(r.latencies_us.end(), s.latencies_us.begin(), s.latencies_us.end());
+      s = Slot{std::move(s.req), s.at};
+    }
+    return r;
+  }
+
+ private:
+  struct Slot {
+    sluice::Request req;
+    std::size_t at = 0;
+    std::uint64_t decisions = 0, allowed = 0, errors = 0;
+    std::int64_t t0_ns = -1;
+    std::vector<double> latencies_us;
+  };
+
+  static std::int64_t NowNs() {
+    return std::chrono::nanoseconds(Steady::now().time_since_epoch()).count();
+  }
+
+  void start(std::size_t i) {
+    Slot& s = slots_[i];
+    WriteKey(s.req.descriptors[0].entries[0].value, table_[s.at++ & (table_.size() - 1)]);
+    s.t0_ns = keep_ && s.decisions % static_cast<std::uint64_t>(sample_every_) == 0 ? NowNs() : -1;
+    ++depth_;
+    limiter_.decide_async(s.req, [this, i](sluice::Decision d) { finished(i, d); });
+    --depth_;
+  }
+
+  void finished(std::size_t i, const sluice::Decision& d) {
+    Slot& s = slots_[i];
+    if (s.t0_ns >= 0) s.latencies_us.push_back(static_cast<double>(NowNs() - s.t0_ns) / 1e3);
+    ++s.decisions;
+    s.allowed += d.allowed ? 1 : 0;
+    s.errors += d.error.empty() ? 0 : 1;
+    if (stop_.load(std::memory_order_relaxed)) {
+      out_.fetch_sub(1);
+      return;
+    }
+    if (depth_ == 0) return start(i);
+    std::lock_guard lock(mu_);
+    deferred_.push_back(i);
+    cv_.notify_one();
+  }
+
+  sluice::Limiter& limiter_;
+  const std::vector<std::uint32_t>& table_;
+  const int sample_every_;
+  std::vector<Slot> slots_;
+  bool keep_ = false;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> out_{0};  // chains not yet ended
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::size_t> deferred_;  // chains whose decision completed inside decide_async()
+  static thread_local int depth_;      // decide_async() calls running on this thread
+};
+
+thread_local int Chains::depth_ = 0;
 
 }  // namespace
 
@@ -198,6 +314,11 @@ int main(int argc, char** argv) {
   // each thread saw.
   auto run = [&](Steady::time_point until, bool keep) {
     std::vector<ThreadResult> results(static_cast<std::size_t>(a.threads));
+    if (a.in_flight > 0) {
+      Chains chains(limiter, table, a.in_flight, a.sample_every, cursor.fetch_add(4096));
+      results[0] = chains.run(until, keep);
+      return results;
+    }
     std::vector<std::thread> pool;
     for (int t = 0; t < a.threads; ++t) {
       pool.emplace_back([&, t] {
@@ -258,14 +379,15 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"system\":\"sluice\",\"variant\":\"%s\",\"workload\":\"%s\",\"keys\":%ld,"
       "\"seconds\":%.3f,\"decisions\":%llu,\"decisions_per_s\":%.1f,\"allowed\":%llu,"
-      "\"denied\":%llu,\"errors\":%llu,\"threads\":%d,\"sample_every\":%d,\"timed_calls\":%zu,"
+      "\"denied\":%llu,\"errors\":%llu,\"threads\":%d,\"in_flight\":%d,\"sample_every\":%d,"
+      "\"timed_calls\":%zu,"
       "\"p50_us\":%.3f,\"p99_us\":%.3f,\"peak_rss_kib\":%ld,\"setup_rss_kib\":%ld,"
       "\"cdf_us\":[%s]}\n",
       variant.c_str(), a.workload.c_str(), a.keys, elapsed,
       static_cast<unsigned long long>(all.decisions), static_cast<double>(all.decisions) / elapsed,
       static_cast<unsigned long long>(all.allowed),
       static_cast<unsigned long long>(all.decisions - all.allowed),
-      static_cast<unsigned long long>(all.errors), a.threads, a.sample_every,
+      static_cast<unsigned long long>(all.errors), a.threads, a.in_flight, a.sample_every,
       all.latencies_us.size(), quantile(0.5), quantile(0.99), MaxRssKib(), setup_rss, cdf.c_str());
   return all.errors == 0 ? 0 : 1;
 }

@@ -90,6 +90,10 @@ class EventualStore final : public Store {
 
   StoreStatus apply(std::span<const Hit> hits, Micros now,
                     std::span<Verdict> out) noexcept override;
+  // apply_async() passes requests of strong limits only on to the strong store asynchronously;
+  // any other is decided here, at once (its strong hits, if any, waited for).
+  void apply_async(std::span<const Hit> hits, Micros now, std::span<Verdict> out,
+                   ApplyCompletion& done) noexcept override;
   std::string name() const override;
   // True when limits are eventual unless they say otherwise (a limit that is strong by its own
   // setting then waits for Redis on the caller's thread).

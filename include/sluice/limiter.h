@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 
@@ -39,6 +40,16 @@ class Limiter {
   // decide() decides a path-rule request.
   Decision decide(const PathRequest& request);
 
+  // decide_async() decides without waiting on the store, so one thread can keep many decisions
+  // in flight through Redis. `done` receives the Decision once: before decide_async() returns
+  // when the store decides in this process (memory, eventual mode) or nothing matched, else on
+  // the store's I/O thread, where it must not block or throw (it may decide again). The request
+  // is copied as needed: it may go away once decide_async() returns. Throws only std::bad_alloc
+  // (then `done` is not called).
+  using DecisionCallback = std::function<void(Decision)>;
+  void decide_async(const Request& request, DecisionCallback done);
+  void decide_async(const PathRequest& request, DecisionCallback done);
+
   // set_rules() swaps in a new rule snapshot; decisions already running finish on the old one.
   void set_rules(std::shared_ptr<const RuleSet> rules);
   // rules() returns the current snapshot.
@@ -55,8 +66,18 @@ class Limiter {
 
  private:
   struct Scratch;
+  struct Async;
   const RuleSet& snapshot();
-  void finish(Scratch& scratch, Decision& decision);
+  // collect() finds the limits that apply and their keys; plan() makes one store hit per
+  // distinct key; conclude() turns the store's verdicts into the Decision.
+  void collect(Scratch& scratch, const RuleSet& rules, const Request& request);
+  void collect(Scratch& scratch, const RuleSet& rules, const PathRequest& request);
+  void plan(Scratch& scratch);
+  void conclude(Scratch& scratch, Decision& decision);
+  template <class Req>
+  Decision decide_now(const Req& request);
+  template <class Req>
+  void decide_later(const Req& request, DecisionCallback done);
 
   Store& store_;
   const Clock& clock_;

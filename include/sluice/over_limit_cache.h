@@ -43,6 +43,9 @@ class OverLimitCache final : public Store {
 
   StoreStatus apply(std::span<const Hit> hits, Micros now,
                     std::span<Verdict> out) noexcept override;
+  // apply_async() answers from the cache at once, or passes the apply on asynchronously.
+  void apply_async(std::span<const Hit> hits, Micros now, std::span<Verdict> out,
+                   ApplyCompletion& done) noexcept override;
   std::string name() const override;
 
   Store& inner() noexcept { return *inner_; }
@@ -63,7 +66,12 @@ class OverLimitCache final : public Store {
   };
   static constexpr std::size_t kShards = 16;
   Shard& shard_of(std::string_view key);
+  struct Learn;
   bool answer(const Hit& hit, Micros now, Verdict& out);
+  // answer_or_order() answers from the cache (true), or tells whether `now` is the latest time
+  // seen, so that what the store answers may be learnt.
+  bool answer_or_order(std::span<const Hit> hits, Micros now, std::span<Verdict> out,
+                       bool& in_order);
   // learn() remembers a denial (only `in_order`), and forgets a key that consumed.
   void learn(const Hit& hit, Micros now, const Verdict& verdict, bool in_order);
 

@@ -1,10 +1,10 @@
 // sluice/redis_store.h — the shared store: every sluice instance decides on the same state.
 //
-// Each algorithm runs as one Lua script in Redis (src/storage/redis/script.cc), in one round trip
-// per decision, on one hash per limit; the verdicts are identical to the memory store's (the
-// same conformance suite runs against both). Keys are `prefix{tag}key`, the tag a hash of the
-// key, so they spread over a Redis Cluster's slots; every key expires once its state is full
-// again, so idle keys cost nothing.
+// Each algorithm runs as one Lua script in Redis (src/storage/redis/script.cc), one script call
+// deciding one request or, under load, many at once, on one hash per limit; the verdicts are
+// identical to the memory store's (the same conformance suite runs against both). Keys are
+// `prefix{tag}key`, the tag a hash of the key, so they spread over a Redis Cluster's slots; every
+// key expires once its state is full again, so idle keys cost nothing.
 //
 // Example:
 //
@@ -63,8 +63,10 @@ struct RedisStoreOptions {
   std::chrono::milliseconds breaker_max_open{5000};
 };
 
-// RedisStore decides in one Redis server (Redis Cluster: see ClusterStore). Thread-safe: many
-// threads' decisions are pipelined on a few connections.
+// RedisStore decides in one Redis server (Redis Cluster: see ClusterStore). Thread-safe: the
+// requests of many threads (apply) or of one thread with many in flight (apply_async) share
+// script calls: while a few calls are out, new requests wait, and each reply sends all that
+// waited as one call, so Redis runs one script call for many decisions under load.
 class RedisStore final : public Store {
  public:
   explicit RedisStore(RedisStoreOptions options);
@@ -74,6 +76,9 @@ class RedisStore final : public Store {
 
   StoreStatus apply(std::span<const Hit> hits, Micros now,
                     std::span<Verdict> out) noexcept override;
+  // apply_async() completes on the store's I/O thread (or at once when it cannot send).
+  void apply_async(std::span<const Hit> hits, Micros now, std::span<Verdict> out,
+                   ApplyCompletion& done) noexcept override;
   std::string name() const override;
   // circuit_open() tells whether decisions are currently failing fast.
   bool circuit_open() const noexcept;
@@ -82,7 +87,6 @@ class RedisStore final : public Store {
   redis::Batcher& batcher() noexcept;
 
  private:
-  StoreStatus decide(std::span<const Hit> hits, Micros now, std::span<Verdict> out) noexcept;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

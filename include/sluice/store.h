@@ -34,6 +34,17 @@ struct StoreStatus {
   bool ok() const noexcept { return code == Code::kOk; }
 };
 
+// ApplyCompletion receives the outcome of Store::apply_async().
+class ApplyCompletion {
+ public:
+  // applied() is called once, when the verdicts are in `out` (or `status` says why not). On a
+  // store's I/O thread it must not block; it may start further applies.
+  virtual void applied(StoreStatus status) noexcept = 0;
+
+ protected:
+  ~ApplyCompletion() = default;
+};
+
 // Store is the interface every storage backend implements. Implementations are thread-safe.
 class Store {
  public:
@@ -45,6 +56,16 @@ class Store {
   // state as it stays. Does not throw.
   virtual StoreStatus apply(std::span<const Hit> hits, Micros now,
                             std::span<Verdict> out) noexcept = 0;
+
+  // apply_async() is apply() without waiting on the network: it returns at once and calls
+  // `done.applied()` once the verdicts are in `out`; before it returns when the store decides
+  // here (the default runs apply()), or on the store's I/O thread (the Redis store). `hits`, the
+  // keys and specs they point to, and `out` must stay valid until then. One thread can so keep
+  // many decisions in flight, where apply() keeps one per thread.
+  virtual void apply_async(std::span<const Hit> hits, Micros now, std::span<Verdict> out,
+                           ApplyCompletion& done) noexcept {
+    done.applied(apply(hits, now, out));
+  }
 
   // name() describes the store for logs ("memory", "redis://...").
   virtual std::string name() const = 0;

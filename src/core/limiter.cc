@@ -94,11 +94,7 @@ const RuleSet& Limiter::snapshot() {
   return *t_snapshot.rules;
 }
 
-Decision Limiter::decide(const Request& request) {
-  static thread_local Scratch scratch;
-  Scratch& sc = scratch;
-  sc.clear();
-  const RuleSet& rules = snapshot();
+void Limiter::collect(Scratch& sc, const RuleSet& rules, const Request& request) {
   const bool known_domain = rules.has_domain(request.domain);
   if (known_domain) {
     sc.overrides.reserve(request.descriptors.size());  // stable addresses for override limits
@@ -145,16 +141,9 @@ Decision Limiter::decide(const Request& request) {
       }
     }
   }
-  Decision decision;
-  finish(sc, decision);
-  return decision;
 }
 
-Decision Limiter::decide(const PathRequest& request) {
-  static thread_local Scratch scratch;
-  Scratch& sc = scratch;
-  sc.clear();
-  const RuleSet& rules = snapshot();
+void Limiter::collect(Scratch& sc, const RuleSet& rules, const PathRequest& request) {
   rules.match_path(request, sc.path_matches);
   for (const RuleSet::PathMatch& m : sc.path_matches) {
     for (const CompiledLimit& limit : *m.limits) {
@@ -166,12 +155,72 @@ Decision Limiter::decide(const PathRequest& request) {
       sc.add(limit, m.data_index, request.cost, key);
     }
   }
+}
+
+template <class Req>
+Decision Limiter::decide_now(const Req& request) {
+  static thread_local Scratch scratch;
+  Scratch& sc = scratch;
+  sc.clear();
+  collect(sc, snapshot(), request);
+  plan(sc);
+  if (!sc.hits.empty()) sc.status = store_.apply(sc.hits, clock_.now_micros(), sc.verdicts);
   Decision decision;
-  finish(sc, decision);
+  conclude(sc, decision);
   return decision;
 }
 
-void Limiter::finish(Scratch& sc, Decision& decision) {
+Decision Limiter::decide(const Request& request) {
+  return decide_now(request);
+}
+
+Decision Limiter::decide(const PathRequest& request) {
+  return decide_now(request);
+}
+
+// Async is one decision in flight: its own scratch (the store reads its keys and writes its
+// verdicts until it completes) and the rule snapshot its limits point into.
+struct Limiter::Async final : ApplyCompletion {
+  Async(Limiter& l, DecisionCallback d) : limiter(l), done(std::move(d)) {}
+  void applied(StoreStatus status) noexcept override {
+    std::unique_ptr<Async> self(this);
+    sc.status = std::move(status);
+    Decision decision;
+    try {
+      limiter.conclude(sc, decision);
+    } catch (const std::exception& e) {  // std::bad_alloc: the store's answer cannot be reported
+      decision = Decision{};
+      decision.error = std::string("sluice: ") + e.what();
+    }
+    done(std::move(decision));
+  }
+  Limiter& limiter;
+  DecisionCallback done;
+  Scratch sc;
+  std::shared_ptr<const RuleSet> rules;
+};
+
+template <class Req>
+void Limiter::decide_later(const Req& request, DecisionCallback done) {
+  auto op = std::make_unique<Async>(*this, std::move(done));
+  snapshot();
+  op->rules = t_snapshot.rules;
+  collect(op->sc, *op->rules, request);
+  plan(op->sc);
+  if (op->sc.hits.empty()) return op.release()->applied({});
+  Async* raw = op.release();
+  store_.apply_async(raw->sc.hits, clock_.now_micros(), raw->sc.verdicts, *raw);
+}
+
+void Limiter::decide_async(const Request& request, DecisionCallback done) {
+  decide_later(request, std::move(done));
+}
+
+void Limiter::decide_async(const PathRequest& request, DecisionCallback done) {
+  decide_later(request, std::move(done));
+}
+
+void Limiter::plan(Scratch& sc) {
   // `replaces`: a matched limit drops the named limits it replaces from this request.
   bool any_replaces = false;
   for (const auto& item : sc.items)
@@ -218,10 +267,10 @@ void Limiter::finish(Scratch& sc, Decision& decision) {
     item.hit = found;
   }
 
-  if (!sc.hits.empty()) {
-    if (sc.verdicts.size() < sc.hits.size()) sc.verdicts.resize(sc.hits.size());
-    sc.status = store_.apply(sc.hits, clock_.now_micros(), sc.verdicts);
-  }
+  if (sc.verdicts.size() < sc.hits.size()) sc.verdicts.resize(sc.hits.size());
+}
+
+void Limiter::conclude(Scratch& sc, Decision& decision) {
   const bool store_failed = !sc.status.ok();
   if (store_failed) {
     decision.error = sc.status.message;

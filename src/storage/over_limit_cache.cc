@@ -1,6 +1,7 @@
 #include "sluice/over_limit_cache.h"
 
 #include <functional>
+#include <memory>
 
 namespace sluice {
 
@@ -67,19 +68,64 @@ void OverLimitCache::learn(const Hit& hit, Micros now, const Verdict& v, bool in
       Entry{*hit.spec, now, now + v.retry_after, now + std::max<Micros>(v.reset_after, 0)};
 }
 
+bool OverLimitCache::answer_or_order(std::span<const Hit> hits, Micros now, std::span<Verdict> out,
+                                     bool& in_order) {
+  if (hits.size() == 1 && answer(hits[0], now, out[0])) {
+    local_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  // The store decides at max(now, the key's last consuming hit). Only when no apply has come
+  // with a later time is that `now` for certain, and only then are the times learnt right.
+  Micros latest = latest_.load(std::memory_order_relaxed);
+  in_order = now >= latest;
+  while (now > latest && !latest_.compare_exchange_weak(latest, now, std::memory_order_relaxed)) {
+  }
+  return false;
+}
+
+// Learn is an asynchronous apply on its way through the inner store: it learns from the verdicts
+// before handing them on.
+struct OverLimitCache::Learn final : ApplyCompletion {
+  Learn(OverLimitCache& c, std::span<const Hit> h, Micros n, std::span<Verdict> o, bool ordered,
+        ApplyCompletion& d)
+      : cache(c), hits(h), now(n), out(o), in_order(ordered), done(d) {}
+  void applied(StoreStatus status) noexcept override {
+    std::unique_ptr<Learn> self(this);
+    if (status.ok()) {
+      try {
+        for (std::size_t i = 0; i < hits.size(); ++i)
+          cache.learn(hits[i], now, out[i], in_order);
+      } catch (const std::exception&) {  // std::bad_alloc: the cache just learns less
+      }
+    }
+    done.applied(std::move(status));
+  }
+  OverLimitCache& cache;
+  std::span<const Hit> hits;
+  Micros now;
+  std::span<Verdict> out;
+  bool in_order;
+  ApplyCompletion& done;
+};
+
+void OverLimitCache::apply_async(std::span<const Hit> hits, Micros now, std::span<Verdict> out,
+                                 ApplyCompletion& done) noexcept {
+  Learn* learn = nullptr;
+  try {
+    bool in_order = false;
+    if (answer_or_order(hits, now, out, in_order)) return done.applied({});
+    learn = new Learn(*this, hits, now, out, in_order, done);
+  } catch (const std::exception&) {  // std::bad_alloc: decide without the cache
+    return inner_->apply_async(hits, now, out, done);
+  }
+  inner_->apply_async(hits, now, out, *learn);
+}
+
 StoreStatus OverLimitCache::apply(std::span<const Hit> hits, Micros now,
                                   std::span<Verdict> out) noexcept {
   try {
-    if (hits.size() == 1 && answer(hits[0], now, out[0])) {
-      local_.fetch_add(1, std::memory_order_relaxed);
-      return {};
-    }
-    // The store decides at max(now, the key's last consuming hit). Only when no apply has come
-    // with a later time is that `now` for certain, and only then are the times learnt right.
-    Micros latest = latest_.load(std::memory_order_relaxed);
-    const bool in_order = now >= latest;
-    while (now > latest && !latest_.compare_exchange_weak(latest, now, std::memory_order_relaxed)) {
-    }
+    bool in_order = false;
+    if (answer_or_order(hits, now, out, in_order)) return {};
     StoreStatus status = inner_->apply(hits, now, out);
     if (status.ok()) {
       for (std::size_t i = 0; i < hits.size(); ++i)

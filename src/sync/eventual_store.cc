@@ -246,6 +246,14 @@ void EventualStore::run() {
   }
 }
 
+void EventualStore::apply_async(std::span<const Hit> hits, Micros now, std::span<Verdict> out,
+                                ApplyCompletion& done) noexcept {
+  for (const Hit& h : hits) {
+    if (eventual(h)) return done.applied(apply(hits, now, out));
+  }
+  strong_->apply_async(hits, now, out, done);
+}
+
 StoreStatus EventualStore::apply(std::span<const Hit> hits, Micros now,
                                  std::span<Verdict> out) noexcept {
   // Which hits are decided here; the rest go to the strong store.

@@ -96,6 +96,30 @@ class LimiterTest : public ::testing::Test {
   Limiter limiter_{EnvoyRules(), store_, clock_};
 };
 
+// decide_async() on a store that decides here completes before it returns, with the verdict
+// decide() gives; the request may go away at once.
+TEST_F(LimiterTest, DecideAsyncOnTheMemoryStoreCompletesAtOnceWithTheSameVerdicts) {
+  const Descriptor d = D({{"key1", "value1"}, {"subkey1", "async"}});
+  int completed = 0, allowed = 0;
+  for (int i = 0; i < 8; ++i) {
+    {
+      const Request r{"test", {d}, 1};
+      limiter_.decide_async(r, [&](Decision dec) {
+        ++completed;
+        allowed += dec.allowed;
+        EXPECT_TRUE(dec.error.empty());
+      });
+    }
+    EXPECT_EQ(completed, i + 1) << "completed inside decide_async";
+  }
+  EXPECT_EQ(allowed, 5);
+  EXPECT_FALSE(Decide(d).allowed) << "the async decisions consumed";
+  bool unmatched = false;
+  limiter_.decide_async(Request{"nope", {d}, 1},
+                        [&](Decision dec) { unmatched = dec.allowed && dec.statuses.empty(); });
+  EXPECT_TRUE(unmatched);
+}
+
 TEST_F(LimiterTest, NestedDescriptorsApplyAtTheLastEntry) {
   EXPECT_EQ(PassesOf(D({{"key1", "value1"}, {"subkey1", "x"}})), 5);
   // Each value of a key-only default has its own counter.

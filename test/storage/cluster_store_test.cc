@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <future>
 #include <memory>
 #include <optional>
@@ -69,8 +70,12 @@ StoreStatus Apply(Store& store, const std::string& key, const LimitSpec& spec, s
 std::string StoredCount(RedisCluster& cluster, const std::string& prefix, const std::string& key) {
   const std::string redis_key = redis::redis_key(prefix, key);
   const std::size_t owner = cluster.owner_of_slot(redis::key_slot(redis_key));
-  const Reply r = cluster.node(owner).call({"HGET", redis_key, "a"});
-  return r.type == Reply::Type::kBulk ? r.str : "";
+  const Reply r = cluster.node(owner).call({"GET", redis_key});
+  // The state is three doubles: last, count, unused (src/storage/redis/script.cc).
+  if (r.type != Reply::Type::kBulk || r.str.size() != 3 * sizeof(double)) return "";
+  double count = 0;
+  std::memcpy(&count, r.str.data() + sizeof(double), sizeof count);
+  return std::to_string(static_cast<long long>(count));
 }
 
 std::size_t OtherMaster(RedisCluster& cluster, std::size_t master) {

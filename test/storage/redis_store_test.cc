@@ -6,7 +6,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstdio>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include "sluice/limiter.h"
@@ -122,6 +126,34 @@ TEST_F(RedisFaults, PausedRedisTimesOutThenTheBreakerFailsFast) {
   server_.resume();
   ASSERT_TRUE(RecoversWithin(limiter, Hit("open"), milliseconds(5000)));
   EXPECT_FALSE(store.circuit_open());
+}
+
+// A paused Redis: asynchronous decisions still complete, within the command timeout, decided by
+// their limits' failure modes.
+TEST_F(RedisFaults, AsyncDecisionsCompleteWithinTheTimeoutWhenRedisIsPaused) {
+  RedisStore store(Options());
+  Limiter limiter(Rules(), store, clock_);
+  ASSERT_TRUE(limiter.decide(Hit("closed")).error.empty());
+  server_.pause();
+  std::mutex mu;
+  std::condition_variable cv;
+  int completed = 0, denied_with_error = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 20; ++i) {
+    limiter.decide_async(Hit("closed"), [&](Decision dec) {
+      std::lock_guard lock(mu);
+      denied_with_error += !dec.allowed && !dec.error.empty();
+      ++completed;
+      cv.notify_all();
+    });
+  }
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(5), [&] { return completed == 20; }));
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1500));
+  EXPECT_EQ(denied_with_error, 20) << "failure_mode deny";
+  server_.resume();
 }
 
 TEST_F(RedisFaults, ScriptFlushMidRunIsInvisible) {
@@ -257,6 +289,90 @@ TEST(RedisStore, OverLimitCacheKeepsAFloodOffRedis) {
   const long reached = scripts_run(server) - before;
   EXPECT_LE(reached, 3 * (5 + 1 + 2 + 1)) << "admitted, plus a denial per refill";
   EXPECT_GE(cache.answered_locally(), 3u * 1990);
+}
+
+// Many decisions in flight from one thread: they complete on the store's I/O thread, share
+// script calls (fewer calls than decisions), and admit exactly the limit.
+TEST(RedisStore, AsyncDecisionsShareScriptCallsAndAdmitExactlyTheLimit) {
+  testing::RedisServer server;
+  RedisStoreOptions o;
+  o.port = server.port();
+  o.command_timeout = std::chrono::milliseconds(5000);
+  RedisStore store(o);
+  ManualClock clock(kT0);
+  RuleSource src;
+  DomainRules d;
+  d.domain = "async";
+  for (Algorithm a : {Algorithm::kFixedWindow, Algorithm::kSlidingWindowLog,
+                      Algorithm::kSlidingWindowCounter, Algorithm::kTokenBucket}) {
+    DescriptorRule r;
+    r.key = std::string(algorithm_name(a));
+    r.limits.push_back(LimitDef::per_unit(100, Unit::kMinute, a));
+    d.descriptors.push_back(r);
+  }
+  src.domains.push_back(d);
+  Limiter limiter(RuleSet::compile(std::move(src)), store, clock);
+
+  constexpr int kPerKey = 300;
+  std::mutex mu;
+  std::condition_variable cv;
+  int completed = 0;
+  std::map<std::string, int> allowed;
+  const std::thread::id caller = std::this_thread::get_id();
+  std::atomic<int> on_caller{0};
+  const long before = scripts_run(server);
+  for (int i = 0; i < kPerKey; ++i) {
+    for (Algorithm a : {Algorithm::kFixedWindow, Algorithm::kSlidingWindowLog,
+                        Algorithm::kSlidingWindowCounter, Algorithm::kTokenBucket}) {
+      const std::string name(algorithm_name(a));
+      limiter.decide_async(Request{"async", {Descriptor{{{name, "k"}}, {}, {}}}, 1},
+                           [&, name](Decision dec) {
+                             if (std::this_thread::get_id() == caller) on_caller.fetch_add(1);
+                             std::lock_guard lock(mu);
+                             EXPECT_TRUE(dec.error.empty()) << dec.error;
+                             allowed[name] += dec.allowed;
+                             ++completed;
+                             cv.notify_all();
+                           });
+    }
+  }
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(
+        cv.wait_for(lock, std::chrono::seconds(30), [&] { return completed == 4 * kPerKey; }));
+  }
+  for (const auto& [name, n] : allowed)
+    EXPECT_EQ(n, 100) << name;
+  EXPECT_EQ(allowed.size(), 4u);
+  EXPECT_EQ(on_caller.load(), 0) << "Redis decisions complete on the store's I/O thread";
+  const long calls = scripts_run(server) - before;
+  std::printf("%d decisions in %ld script calls\n", 4 * kPerKey, calls);
+  EXPECT_LT(calls, 4 * kPerKey) << "requests waiting while calls were out shared calls";
+}
+
+// Requests sharing a script call are decided each on its own: one whose key holds something
+// that is not a sluice state answers an error in its place, the others their states.
+TEST(RedisScript, ARequestThatFailsLeavesTheOthersInItsCall) {
+  testing::RedisServer server;
+  server.command({"SET", "bad", "not a state"});
+  const testing::Reply r = server.call({"EVAL", std::string(kDecideScript),
+                                        "2",    "good",
+                                        "bad",  "1000",
+                                        "2",    "1000000",
+                                        "1",    "0",
+                                        "10",   "1000000",
+                                        "0",    "1",
+                                        "1",    "1000000",
+                                        "1",    "0",
+                                        "10",   "1000000",
+                                        "0",    "1",
+                                        "1"});
+  ASSERT_EQ(r.type, testing::Reply::Type::kArray);
+  ASSERT_EQ(r.elements.size(), 2u);
+  ASSERT_EQ(r.elements[0].type, testing::Reply::Type::kArray);
+  EXPECT_EQ(r.elements[0].elements.size(), 3u) << "{now, committed, fresh state}";
+  EXPECT_EQ(r.elements[1].type, testing::Reply::Type::kError);
+  EXPECT_EQ(server.command({"GET", "bad"}), "not a state") << "the failed request wrote nothing";
 }
 
 TEST(Sha1, MatchesKnownVectorsAndRedis) {

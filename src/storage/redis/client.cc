@@ -86,10 +86,16 @@ void futex_wake(std::atomic<std::uint32_t>& word) {
 // Each thread keeps one Call for reuse; it is handed over (released) when abandoned.
 thread_local std::unique_ptr<Call> tl_call;
 
-// Pending is one command awaiting its reply. A null call marks a connection handshake step.
+// Pending is one command awaiting its reply: a waiting caller's (call), an asynchronous one's
+// (async), or, with neither, a connection handshake step.
 struct Pending {
-  Call* call;
-  std::uint32_t index;  // into call->out, or the HandshakeStep
+  Call* call = nullptr;
+  Completion* async = nullptr;
+  std::uint32_t index = 0;  // into call->out, or the HandshakeStep
+  // When the command times out; the I/O thread resets a connection whose oldest command is due.
+  Clock::time_point deadline = Clock::time_point::max();
+
+  bool handshake() const noexcept { return call == nullptr && async == nullptr; }
 };
 
 enum HandshakeStep : std::uint32_t { kAuth, kSelect, kPing };
@@ -140,6 +146,10 @@ Reply convert(const redisReply* r) {
 // complete() delivers one result to its Call and frees the Call if its caller has left.
 // I/O thread only.
 void complete(const Pending& p, CommandResult&& result) {
+  if (p.async != nullptr) {
+    p.async->complete(std::move(result));
+    return;
+  }
   Call* call = p.call;
   std::uint32_t expected = Call::kWaiting;
   if (!call->state.compare_exchange_strong(expected, Call::kBusy, std::memory_order_acquire)) {
@@ -191,7 +201,7 @@ struct Client::Impl {
   enum class State : std::uint8_t { kDown, kConnecting, kReady, kBroken };
 
   struct Conn {
-    explicit Conn(asio::io_context& io) : socket(io), timer(io), resolver(io) {}
+    explicit Conn(asio::io_context& io) : socket(io), timer(io), due(io), resolver(io) {}
     ~Conn() {
       if (reader != nullptr) redisReaderFree(reader);
     }
@@ -209,6 +219,8 @@ struct Client::Impl {
     // I/O thread only.
     asio::generic::stream_protocol::socket socket;
     asio::steady_timer timer;  // connect deadline while connecting, backoff while down
+    asio::steady_timer due;    // the oldest command's deadline while commands are out
+    bool due_armed = false;
     asio::ip::tcp::resolver resolver;
     std::string writing;           // the batch being written
     std::deque<Pending> inflight;  // written (or being written), awaiting replies
@@ -277,7 +289,7 @@ struct Client::Impl {
       }
       c.outbuf.append(bytes);
       for (std::uint32_t k = 0; k < n; ++k)
-        c.queued.push_back(Pending{call, k});
+        c.queued.push_back(Pending{call, nullptr, k, deadline});
       if (!c.write_active) kick = c.write_active = true;
       conn = &c;
       gen = c.gen;
@@ -306,6 +318,41 @@ struct Client::Impl {
         out[k].status.message = message;
     }
     mark_broken(*conn, gen, message);
+  }
+
+  // submit_async() sends one formatted command on a ready connection; its result goes to `done`
+  // on the I/O thread.
+  void submit_async(const std::string& bytes, Completion& done) {
+    const auto deadline = Clock::now() + options.command_timeout;
+    std::string why;
+    const std::size_t start = next.fetch_add(1, std::memory_order_relaxed);
+    for (std::size_t i = 0; i < conns.size(); ++i) {
+      Conn& c = *conns[(start + i) % conns.size()];
+      bool kick = false;
+      std::uint64_t gen = 0;
+      {
+        std::lock_guard lock(c.mu);
+        if (c.state != State::kReady) {
+          if (why.empty()) why = c.last_error;
+          continue;
+        }
+        c.outbuf.append(bytes);
+        c.queued.push_back(Pending{nullptr, &done, 0, deadline});
+        if (!c.write_active) kick = c.write_active = true;
+        gen = c.gen;
+      }
+      if (kick) {
+        asio::post(io, [this, &c, gen] {
+          if (c.gen == gen) write_next(c);
+        });
+      }
+      return;
+    }
+    std::string message = name + ": not connected";
+    if (!why.empty()) message += ": " + why;
+    asio::post(io, [&done, message = std::move(message)] {
+      done.complete(CommandResult{StoreStatus{Code::kUnavailable, message}, Reply{}});
+    });
   }
 
   // wait() waits for the Call until `deadline`: true when all its replies are in, false when it
@@ -418,17 +465,17 @@ struct Client::Impl {
         const std::string_view argv[] = {"AUTH", options.username, options.password};
         format(argv, c.writing);
       }
-      c.inflight.push_back(Pending{nullptr, kAuth});
+      c.inflight.push_back(Pending{nullptr, nullptr, kAuth});
     }
     if (options.database != 0) {
       const std::string db = std::to_string(options.database);
       const std::string_view argv[] = {"SELECT", db};
       format(argv, c.writing);
-      c.inflight.push_back(Pending{nullptr, kSelect});
+      c.inflight.push_back(Pending{nullptr, nullptr, kSelect});
     }
     const std::string_view ping[] = {"PING"};
     format(ping, c.writing);
-    c.inflight.push_back(Pending{nullptr, kPing});
+    c.inflight.push_back(Pending{nullptr, nullptr, kPing});
     {
       std::lock_guard lock(c.mu);
       c.write_active = true;
@@ -485,6 +532,33 @@ struct Client::Impl {
     commands.fetch_add(n, std::memory_order_relaxed);
     batches.fetch_add(1, std::memory_order_relaxed);
     write(c, c.gen);
+    if (!c.due_armed) watch_due(c, c.gen);
+  }
+
+  // watch_due() waits for the deadline of the oldest command out on `c`; a connection whose
+  // oldest command is due is reset, failing all its commands with kTimeout (a waiting caller
+  // gives up on its own at the same deadline). Commands are answered in order, so the oldest
+  // one's deadline is the first to pass.
+  void watch_due(Conn& c, std::uint64_t gen) {
+    const auto oldest = std::find_if(c.inflight.begin(), c.inflight.end(),
+                                     [](const Pending& p) { return !p.handshake(); });
+    if (oldest == c.inflight.end()) {
+      c.due_armed = false;
+      return;
+    }
+    if (oldest->deadline <= Clock::now()) {
+      c.due_armed = false;
+      fail(c, Code::kTimeout,
+           "command timed out after " + std::to_string(options.command_timeout.count()) +
+               " ms; connection reset");
+      return;
+    }
+    c.due_armed = true;
+    c.due.expires_at(oldest->deadline);
+    c.due.async_wait([this, &c, gen](const boost::system::error_code& ec) {
+      if (ec || c.gen != gen) return;  // fail() cancelled it and cleared due_armed
+      watch_due(c, gen);
+    });
   }
 
   void write(Conn& c, std::uint64_t gen) {
@@ -536,7 +610,7 @@ struct Client::Impl {
     }
     const Pending p = c.inflight.front();
     c.inflight.pop_front();
-    if (p.call == nullptr) {
+    if (p.handshake()) {
       on_handshake_reply(c, p.index, r);
       freeReplyObject(r);
       return;
@@ -563,11 +637,13 @@ struct Client::Impl {
     boost::system::error_code ignored;
     c.socket.close(ignored);
     c.timer.cancel();
+    c.due.cancel();
+    c.due_armed = false;
     c.resolver.cancel();
     c.writing.clear();
     const std::string message = name + ": " + why;
     for (const Pending& p : c.inflight) {
-      if (p.call != nullptr) complete(p, CommandResult{StoreStatus{code, message}, Reply{}});
+      if (!p.handshake()) complete(p, CommandResult{StoreStatus{code, message}, Reply{}});
     }
     c.inflight.clear();
     for (const Pending& p : queued) {
@@ -622,6 +698,19 @@ CommandResult Client::command(std::span<const std::string_view> argv) {
   }
   impl_->submit(bytes, 1, &result);
   return result;
+}
+
+void Client::command_async(std::span<const std::string_view> argv, Completion& done) {
+  thread_local std::string bytes;
+  bytes.clear();
+  if (argv.empty() || !format(argv, bytes)) {
+    asio::post(impl_->io, [&done] {
+      done.complete(
+          CommandResult{StoreStatus{Code::kInvalid, "empty or unformattable command"}, Reply{}});
+    });
+    return;
+  }
+  impl_->submit_async(bytes, done);
 }
 
 CommandResult Client::command(std::initializer_list<std::string_view> argv) {

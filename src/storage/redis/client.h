@@ -5,8 +5,9 @@
 // callers cost about one round trip, not N. One I/O thread runs the connections.
 //
 // Every call is bounded by the command timeout: a dead or paused server never blocks a caller
-// longer than that. A broken connection fails its pending commands and is re-opened with
-// exponential backoff; while it is down, calls fail at once (kUnavailable) instead of waiting.
+// (or delays an asynchronous command's completion) longer than that. A broken connection fails
+// its pending commands and is re-opened with exponential backoff; while it is down, calls fail
+// at once (kUnavailable) instead of waiting.
 //
 // Thread-safe.
 #pragma once
@@ -74,6 +75,17 @@ struct ClientStats {
   std::uint64_t connects = 0;  // connections established (first connects and reconnects)
 };
 
+// Completion receives the result of a command sent with Client::command_async().
+class Completion {
+ public:
+  // complete() is called once per command, on the client's I/O thread: it must not block (other
+  // connections' replies wait behind it). It may send further commands.
+  virtual void complete(CommandResult&& result) noexcept = 0;
+
+ protected:
+  ~Completion() = default;
+};
+
 class Client {
  public:
   explicit Client(ClientOptions options);
@@ -84,6 +96,11 @@ class Client {
   // command() sends one command and waits for its reply.
   CommandResult command(std::span<const std::string_view> argv);
   CommandResult command(std::initializer_list<std::string_view> argv);
+
+  // command_async() sends one command and returns at once; `done` receives its reply, or why
+  // there is none, on the I/O thread (never before command_async() returns), within the command
+  // timeout. `done` must stay valid until then.
+  void command_async(std::span<const std::string_view> argv, Completion& done);
 
   // pipeline() sends several commands back-to-back on one connection, in order, and waits for
   // all their replies (e.g. ASKING then EVALSHA, which must share a connection).

@@ -69,8 +69,8 @@ int key_slot(std::string_view key) noexcept {
   return crc16(key) & 16383;
 }
 
-void DecideCall::build(std::span<const Hit> hits, std::span<const std::string> keys, Micros now,
-                       std::int64_t grace_ms, std::string_view sha) {
+void DecideCall::build(std::span<const DecideRequest> requests, std::int64_t grace_ms,
+                       std::string_view sha) {
   // Reuses the strings of the previous call (their capacity), so a steady caller allocates
   // nothing here.
   std::size_t n = 0;
@@ -90,18 +90,27 @@ void DecideCall::build(std::span<const Hit> hits, std::span<const std::string> k
     put("EVALSHA");
     put(sha);
   }
-  put_int(keys.size());
-  for (const std::string& k : keys)
-    put(k);
-  put_int(now < 0 ? Micros{-1} : now);
+  std::size_t keys = 0;
+  for (const DecideRequest& r : requests)
+    keys += r.keys.size();
+  put_int(keys);
+  for (const DecideRequest& r : requests) {
+    for (const std::string& k : r.keys)
+      put(k);
+  }
   put_int(grace_ms);
-  for (const Hit& h : hits) {
-    put_int(static_cast<int>(h.spec->algorithm));
-    put_int(h.spec->limit);
-    put_int(h.spec->window);
-    put_int(h.spec->burst);
-    put_int(h.cost);
-    put(h.enforce ? "1" : "0");
+  put_int(requests.size());
+  for (const DecideRequest& r : requests) {
+    put_int(r.now < 0 ? Micros{-1} : r.now);
+    put_int(r.hits.size());
+    for (const Hit& h : r.hits) {
+      put_int(static_cast<int>(h.spec->algorithm));
+      put_int(h.spec->limit);
+      put_int(h.spec->window);
+      put_int(h.spec->burst);
+      put_int(h.cost);
+      put(h.enforce ? "1" : "0");
+    }
   }
   args.resize(n);
   argv.assign(args.begin(), args.end());

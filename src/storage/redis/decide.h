@@ -28,16 +28,28 @@ void redis_key(std::string_view prefix, std::string_view key, std::string& out);
 // text between the first '{' and the next '}', when not empty; else the whole key) mod 16384.
 int key_slot(std::string_view redis_key) noexcept;
 
+// DecideRequest is one request of a script call: its hits, their Redis keys (same order), and
+// its time (< 0 asks the script to use Redis's TIME).
+struct DecideRequest {
+  std::span<const Hit> hits;
+  std::span<const std::string> keys;
+  Micros now = 0;
+};
+
 // DecideCall holds the argv of one script call; reusing one across calls reuses its buffers.
 struct DecideCall {
   std::vector<std::string> args;
   std::vector<std::string_view> argv;  // args as views
 
-  // build() fills args for `hits` stored under `keys` (Redis keys, same order): EVALSHA with
-  // `sha`, or EVAL with the script text when `sha` is empty. `now` < 0 asks the script to use
-  // Redis's TIME.
+  // build() fills args for `requests`: EVALSHA with `sha`, or EVAL with the script text when
+  // `sha` is empty.
+  void build(std::span<const DecideRequest> requests, std::int64_t grace_ms, std::string_view sha);
+  // build() for one request.
   void build(std::span<const Hit> hits, std::span<const std::string> keys, Micros now,
-             std::int64_t grace_ms, std::string_view sha);
+             std::int64_t grace_ms, std::string_view sha) {
+    const DecideRequest one{hits, keys, now};
+    build(std::span<const DecideRequest>(&one, 1), grace_ms, sha);
+  }
   // views() returns the args as string_views for Client::command().
   const std::vector<std::string_view>& views() const { return argv; }
 };
@@ -58,9 +70,11 @@ const std::string& decide_script_sha();
 // restart).
 bool is_noscript(const Reply& reply) noexcept;
 
-// run_decide_script() builds `call` for the hits and sends it with `send` (a callable taking the
-// DecideCall and returning a CommandResult): EVALSHA first, and, if Redis no longer has the
-// script cached (NOSCRIPT after SCRIPT FLUSH or a restart), EVAL, which caches it again.
+// run_decide_script() builds `call` for one request and sends it with `send` (a callable taking
+// the DecideCall and returning a CommandResult): EVALSHA first, and, if Redis no longer has the
+// script cached (NOSCRIPT after SCRIPT FLUSH or a restart), EVAL, which caches it again. An ok
+// result holds the request's own reply (the call's first element), or the call's error reply
+// (a cluster redirection, NOSCRIPT).
 template <class Send>
 CommandResult run_decide_script(DecideCall& call, std::span<const Hit> hits,
                                 std::span<const std::string> keys, Micros now,
@@ -70,6 +84,10 @@ CommandResult run_decide_script(DecideCall& call, std::span<const Hit> hits,
   if (r.status.ok() && is_noscript(r.reply)) {
     call.build(hits, keys, now, grace_ms, "");
     r = send(call);
+  }
+  if (r.status.ok() && r.reply.type == Reply::Type::kArray && r.reply.elements.size() == 1) {
+    Reply first = std::move(r.reply.elements[0]);
+    r.reply = std::move(first);
   }
   return r;
 }

@@ -84,152 +84,184 @@ local function mul_le(a, b, c, d)
   return bcmp(bmul(big(a), big(b)), bmul(big(c), big(d))) <= 0
 end
 
-local now = tonumber(ARGV[1])
-if now < 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local grace = tonumber(ARGV[2])
+local grace = tonumber(ARGV[1])
+local clock  -- Redis's TIME, read at most once per call
 
-local hits, reply, all = {}, {now, 0}, true
-for i = 1, #KEYS do
-  local at = 2 + (i - 1) * 6
-  local h = {
-    key = KEYS[i], alg = tonumber(ARGV[at + 1]), n = tonumber(ARGV[at + 2]),
-    w = tonumber(ARGV[at + 3]), burst = tonumber(ARGV[at + 4]), cost = tonumber(ARGV[at + 5]),
-    enforce = ARGV[at + 6] == '1',
-  }
-  local s = redis.call('HMGET', h.key, 'l', 'a', 'b', 'e')
-  local last = tonumber(s[1])
-  local pre = {}
-  local t = now
-  if last then
-    pre[1] = last
-    if last > t then t = last end  -- no time passes when the clock steps back
+-- decide() decides one request: its m hits are KEYS[k0 + 1 .. k0 + m], their arguments six each
+-- from ARGV[a0 + 1]. Returns {now, committed, state before of each hit...}.
+local function decide(now, k0, a0, m)
+  if now < 0 then
+    if not clock then
+      local t = redis.call('TIME')
+      clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    end
+    now = clock
   end
-  h.t = t
-  local n, w, cost = h.n, h.w, h.cost
-  if n == 0 then
-    h.ok = cost == 0
-  elseif h.alg == 0 then
-    -- fixed window: count of window floor(t / W)
-    local count = 0
-    if last then
-      local c = tonumber(s[2])
-      pre[2] = c
-      if fdiv(last, w) == fdiv(t, w) then count = c end
-    end
-    h.ok = cost <= n and count <= n - cost
-    h.k = fdiv(t, w)
-    h.a = count + cost
-  elseif h.alg == 2 then
-    -- sliding window counter: prev * (W - e) + (cur + cost) * W <= n * W
-    local k = fdiv(t, w)
-    local e = t - k * w
-    local prev, cur = 0, 0
-    if last then
-      local p, c = tonumber(s[2]), tonumber(s[3])
-      pre[2], pre[3] = p, c
-      local ks = fdiv(last, w)
-      if ks == k then prev, cur = p, c elseif ks == k - 1 then prev = c end
-    end
-    if cost > n or cur > n - cost then
-      h.ok = false
-    elseif prev == 0 then
-      h.ok = true
-    else
-      h.ok = mul_le(prev, w - e, n - cur - cost, w)
-    end
-    h.k, h.a, h.b = k, prev, cur + cost
-  elseif h.alg == 3 then
-    -- token bucket (GCRA): F = tat + frac / n; allow iff D + cost * W <= b * W,
-    -- D = (max(F, t) - t) * n.
-    local b = h.burst > 0 and h.burst or n
-    local tat, frac = t, 0
-    if last then
-      local ta, fr = tonumber(s[2]), tonumber(s[3])
-      pre[2], pre[3] = ta, fr
-      if fr > n - 1 then fr = n - 1 end
-      if ta > t or (ta == t and fr > 0) then tat, frac = ta, fr end
-    end
-    if cost > b then
-      h.ok = false
-    else
-      local debt, room = (tat - t) * n + frac, (b - cost) * w
-      if debt < EXACT and room < EXACT then
-        h.ok = debt <= room
-      else
-        h.ok = bcmp(badd(bmul(big(tat - t), big(n)), big(frac)), bmul(big(b - cost), big(w))) <= 0
-      end
-    end
-    if h.ok and cost > 0 then
-      local x = frac + cost * w
-      local q, r
-      if x < EXACT then
-        q = fdiv(x, n)
-        r = x - q * n
-      else
-        q, r = bdivsmall(badd(big(frac), bmul(big(cost), big(w))), n)
-      end
-      h.a, h.b = tat + q, r
-    end
-  else
-    -- sliding window log: the sum of accepted costs in (t - W, t]
-    local entries = {}
-    if last and s[4] then entries = cmsgpack.unpack(s[4]) end
-    local horizon, sum, live = t - w, 0, {}
-    for j = 1, #entries, 2 do
-      if entries[j] > horizon then
-        live[#live + 1] = entries[j]
-        live[#live + 1] = entries[j + 1]
-        pre[#pre + 1] = entries[j]
-        pre[#pre + 1] = entries[j + 1]
-        sum = sum + entries[j + 1]
-      end
-    end
-    h.ok = cost <= n and sum <= n - cost
-    h.live = live
-  end
-  if h.enforce and not h.ok then all = false end
-  hits[i] = h
-  reply[i + 2] = pre
-end
 
-if all then
-  reply[2] = 1
-  for i = 1, #hits do
-    local h = hits[i]
-    if h.ok and h.cost > 0 and h.n > 0 then
-      local full_at
-      if h.alg == 0 then
-        redis.call('HSET', h.key, 'l', int(h.t), 'a', int(h.a))
-        full_at = (h.k + 1) * h.w
-      elseif h.alg == 2 then
-        redis.call('HSET', h.key, 'l', int(h.t), 'a', int(h.a), 'b', int(h.b))
-        full_at = (h.k + 2) * h.w
-      elseif h.alg == 3 then
-        redis.call('HSET', h.key, 'l', int(h.t), 'a', int(h.a), 'b', int(h.b))
-        full_at = h.a
-        if h.b > 0 then full_at = full_at + 1 end
+  local hits, reply, all = {}, {now, 0}, true
+  for i = 1, m do
+    local at = a0 + (i - 1) * 6
+    local h = {
+      key = KEYS[k0 + i], alg = tonumber(ARGV[at + 1]), n = tonumber(ARGV[at + 2]),
+      w = tonumber(ARGV[at + 3]), burst = tonumber(ARGV[at + 4]), cost = tonumber(ARGV[at + 5]),
+      enforce = ARGV[at + 6] == '1', t = 0, ok = false, k = 0, a = 0, b = 0, live = false,
+    }
+    -- The state: three doubles (last, a, b), or for a sliding log a msgpack array {last, t1, c1,
+    -- t2, c2, ...}. A key of another type (not sluice's) reads as fresh, and is overwritten.
+    local v = redis.pcall('GET', h.key)
+    local last, s2, s3, entries
+    if type(v) == 'string' then
+      if h.alg == 1 then
+        entries = cmsgpack.unpack(v)
+        last = entries[1]
       else
-        local live = h.live
-        if #live > 0 and live[#live - 1] == h.t then
-          live[#live] = live[#live] + h.cost
+        last, s2, s3 = struct.unpack('ddd', v)
+      end
+    end
+    local pre = {}
+    local t = now
+    if last then
+      pre[1] = last
+      if last > t then t = last end  -- no time passes when the clock steps back
+    end
+    h.t = t
+    local n, w, cost = h.n, h.w, h.cost
+    if n == 0 then
+      h.ok = cost == 0
+    elseif h.alg == 0 then
+      -- fixed window: count of window floor(t / W)
+      local count = 0
+      if last then
+        local c = s2
+        pre[2] = c
+        if fdiv(last, w) == fdiv(t, w) then count = c end
+      end
+      h.ok = cost <= n and count <= n - cost
+      h.k = fdiv(t, w)
+      h.a = count + cost
+    elseif h.alg == 2 then
+      -- sliding window counter: prev * (W - e) + (cur + cost) * W <= n * W
+      local k = fdiv(t, w)
+      local e = t - k * w
+      local prev, cur = 0, 0
+      if last then
+        local p, c = s2, s3
+        pre[2], pre[3] = p, c
+        local ks = fdiv(last, w)
+        if ks == k then prev, cur = p, c elseif ks == k - 1 then prev = c end
+      end
+      if cost > n or cur > n - cost then
+        h.ok = false
+      elseif prev == 0 then
+        h.ok = true
+      else
+        h.ok = mul_le(prev, w - e, n - cur - cost, w)
+      end
+      h.k, h.a, h.b = k, prev, cur + cost
+    elseif h.alg == 3 then
+      -- token bucket (GCRA): F = tat + frac / n; allow iff D + cost * W <= b * W,
+      -- D = (max(F, t) - t) * n.
+      local b = h.burst > 0 and h.burst or n
+      local tat, frac = t, 0
+      if last then
+        local ta, fr = s2, s3
+        pre[2], pre[3] = ta, fr
+        if fr > n - 1 then fr = n - 1 end
+        if ta > t or (ta == t and fr > 0) then tat, frac = ta, fr end
+      end
+      if cost > b then
+        h.ok = false
+      else
+        local debt, room = (tat - t) * n + frac, (b - cost) * w
+        if debt < EXACT and room < EXACT then
+          h.ok = debt <= room
         else
-          live[#live + 1] = h.t
-          live[#live + 1] = h.cost
+          h.ok = bcmp(badd(bmul(big(tat - t), big(n)), big(frac)), bmul(big(b - cost), big(w))) <= 0
         end
-        redis.call('HSET', h.key, 'l', int(h.t), 'e', cmsgpack.pack(live))
-        full_at = h.t + h.w
       end
-      -- Forget the key once its state is full again (plus a grace for clock skew).
-      local ttl = math.ceil((full_at - h.t) / 1000) + grace
-      if ttl < 1 then ttl = 1 end
-      redis.call('PEXPIRE', h.key, int(ttl))
+      if h.ok and cost > 0 then
+        local x = frac + cost * w
+        local q, r
+        if x < EXACT then
+          q = fdiv(x, n)
+          r = x - q * n
+        else
+          q, r = bdivsmall(badd(big(frac), bmul(big(cost), big(w))), n)
+        end
+        h.a, h.b = tat + q, r
+      end
+    else
+      -- sliding window log: the sum of accepted costs in (t - W, t]
+      -- live: the entries still in the window, after a slot for the state's `last`
+      local horizon, sum, live = t - w, 0, {0}
+      if last then
+        for j = 2, #entries, 2 do
+          if entries[j] > horizon then
+            live[#live + 1] = entries[j]
+            live[#live + 1] = entries[j + 1]
+            pre[#pre + 1] = entries[j]
+            pre[#pre + 1] = entries[j + 1]
+            sum = sum + entries[j + 1]
+          end
+        end
+      end
+      h.ok = cost <= n and sum <= n - cost
+      h.live = live
+    end
+    if h.enforce and not h.ok then all = false end
+    hits[i] = h
+    reply[i + 2] = pre
+  end
+
+  if all then
+    reply[2] = 1
+    for i = 1, #hits do
+      local h = hits[i]
+      if h.ok and h.cost > 0 and h.n > 0 then
+        local full_at, state
+        if h.alg == 0 then
+          full_at, state = (h.k + 1) * h.w, struct.pack('ddd', h.t, h.a, 0)
+        elseif h.alg == 2 then
+          full_at, state = (h.k + 2) * h.w, struct.pack('ddd', h.t, h.a, h.b)
+        elseif h.alg == 3 then
+          full_at, state = h.a, struct.pack('ddd', h.t, h.a, h.b)
+          if h.b > 0 then full_at = full_at + 1 end
+        else
+          local live = h.live
+          if #live > 1 and live[#live - 1] == h.t then
+            live[#live] = live[#live] + h.cost
+          else
+            live[#live + 1] = h.t
+            live[#live + 1] = h.cost
+          end
+          live[1] = h.t
+          full_at, state = h.t + h.w, cmsgpack.pack(live)
+        end
+        -- Forget the key once its state is full again (plus a grace for clock skew).
+        local ttl = math.ceil((full_at - h.t) / 1000) + grace
+        if ttl < 1 then ttl = 1 end
+        redis.call('SET', h.key, state, 'PX', int(ttl))
+      end
     end
   end
+  return reply
 end
-return reply
+
+-- The requests, each decided on its own, in order. One that fails (a key holding another type)
+-- answers an error in its place and the others are unaffected.
+local out, k, a = {}, 0, 3
+for r = 1, tonumber(ARGV[2]) do
+  local now, m = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local ok, res = pcall(decide, now, k, a + 1, m)
+  if not ok then
+    if type(res) == 'table' and res.err then res = res.err end
+    res = {err = tostring(res)}
+  end
+  out[r] = res
+  k = k + m
+  a = a + 2 + 6 * m
+end
+return out
 )lua";
 
 }  // namespace sluice::redis

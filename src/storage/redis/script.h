@@ -5,16 +5,22 @@
 
 namespace sluice::redis {
 
-// kDecideScript decides a request's hits atomically.
+// kDecideScript decides one or more requests, each one's hits atomically, in order.
 //
-// KEYS: one hash per hit.
-// ARGV: now (microseconds since the epoch; negative: use Redis's TIME), the expiry grace in
-//       milliseconds, then six per hit: algorithm (0 fixed window, 1 sliding log, 2 sliding
-//       counter, 3 token bucket), n, W (microseconds), burst, cost, enforce (1 or 0).
-// Reply: {now, committed (1/0), state_1, ..., state_k}, each state the hit's state *before*
-//       the request, as integers: {} for a fresh key; {last, count} (fixed window);
-//       {last, previous, current} (sliding counter); {last, tat, tat_frac} (token bucket);
-//       {last, t1, c1, t2, c2, ...} (sliding log, live entries oldest first).
+// KEYS: one hash per hit, the requests' hits one after another.
+// ARGV: the expiry grace in milliseconds, the number of requests R, then per request: now
+//       (microseconds since the epoch; negative: use Redis's TIME), its number of hits m, and
+//       six per hit: algorithm (0 fixed window, 1 sliding log, 2 sliding counter, 3 token
+//       bucket), n, W (microseconds), burst, cost, enforce (1 or 0).
+// Reply: R elements, one per request: {now, committed (1/0), state_1, ..., state_m}, each state
+//       the hit's state *before* the request, as integers: {} for a fresh key; {last, count}
+//       (fixed window); {last, previous, current} (sliding counter); {last, tat, tat_frac}
+//       (token bucket); {last, t1, c1, t2, c2, ...} (sliding log, live entries oldest first).
+//       A request that fails (a key of another type) answers an error reply in its place.
+//
+// Several requests in one call share its cost in Redis (command dispatch, the script's call,
+// the reply): the Redis store sends the requests that wait while a call is out as the next
+// call (src/storage/redis/redis_store.cc).
 //
 // The script decides whether each hit is allowed and writes the new states; the caller derives
 // every reported figure from the returned state with the same step functions the memory store
