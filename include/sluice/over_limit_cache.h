@@ -20,10 +20,12 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -60,9 +62,16 @@ class OverLimitCache final : public Store {
     Micros until = 0;      // a cost-1 hit passes from here on
     Micros full_at = 0;    // the state is whole again (reset_after)
   };
+  struct KeyHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
   struct Shard {
     mutable std::mutex mu;
-    std::unordered_map<std::string, Entry> entries;
+    // Looked up by string_view: no key is copied to answer or to learn.
+    std::unordered_map<std::string, Entry, KeyHash, std::equal_to<>> entries;
   };
   static constexpr std::size_t kShards = 16;
   Shard& shard_of(std::string_view key);

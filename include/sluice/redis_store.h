@@ -1,7 +1,7 @@
 // sluice/redis_store.h — the shared store: every sluice instance decides on the same state.
 //
 // Each algorithm runs as one Lua script in Redis (src/storage/redis/script.cc), one script call
-// deciding one request or, under load, many at once, on one hash per limit; the verdicts are
+// deciding one request or, under load, many at once, on one key per limit; the verdicts are
 // identical to the memory store's (the same conformance suite runs against both). Keys are
 // `prefix{tag}key`, the tag a hash of the key, so they spread over a Redis Cluster's slots; every
 // key expires once its state is full again, so idle keys cost nothing.

@@ -31,7 +31,8 @@ bool OverLimitCache::answer(const Hit& hit, Micros now, Verdict& out) {
   if (hit.cost > 1 || hit.spec == nullptr) return false;
   Shard& s = shard_of(hit.key);
   std::lock_guard<std::mutex> lock(s.mu);
-  auto it = s.entries.find(std::string(hit.key));
+  if (s.entries.empty()) return false;
+  auto it = s.entries.find(hit.key);
   if (it == s.entries.end()) return false;
   const Entry& e = it->second;
   if (now >= e.until) {  // passed: the store decides again
@@ -56,7 +57,9 @@ void OverLimitCache::learn(const Hit& hit, Micros now, const Verdict& v, bool in
   std::lock_guard<std::mutex> lock(s.mu);
   if (!over) {
     // The key consumed (it can, with clocks out of order): forget it. Cheap when absent.
-    if (!s.entries.empty() && hit.cost > 0 && v.allowed) s.entries.erase(std::string(hit.key));
+    if (!s.entries.empty() && hit.cost > 0 && v.allowed) {
+      if (auto it = s.entries.find(hit.key); it != s.entries.end()) s.entries.erase(it);
+    }
     return;
   }
   const std::size_t cap = std::max<std::size_t>(1, options_.max_entries / kShards);

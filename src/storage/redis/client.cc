@@ -264,7 +264,7 @@ struct Client::Impl {
 
   // submit() sends `n` formatted commands on one connection and waits for their replies in
   // out[0, n).
-  void submit(const std::string& bytes, std::uint32_t n, CommandResult* out) {
+  void submit(std::string_view bytes, std::uint32_t n, CommandResult* out) {
     const auto deadline = Clock::now() + options.command_timeout;
     if (!tl_call) tl_call = std::make_unique<Call>();
     Call* call = tl_call.get();
@@ -322,7 +322,7 @@ struct Client::Impl {
 
   // submit_async() sends one formatted command on a ready connection; its result goes to `done`
   // on the I/O thread.
-  void submit_async(const std::string& bytes, Completion& done) {
+  void submit_async(std::string_view bytes, Completion& done) {
     const auto deadline = Clock::now() + options.command_timeout;
     std::string why;
     const std::size_t start = next.fetch_add(1, std::memory_order_relaxed);
@@ -711,6 +711,22 @@ void Client::command_async(std::span<const std::string_view> argv, Completion& d
     return;
   }
   impl_->submit_async(bytes, done);
+}
+
+CommandResult Client::command_resp(std::string_view resp) {
+  CommandResult result;
+  impl_->submit(resp, 1, &result);
+  return result;
+}
+
+void Client::command_async_resp(std::string_view resp, Completion& done) {
+  impl_->submit_async(resp, done);
+}
+
+std::vector<CommandResult> Client::pipeline_resp(std::string_view resp, std::uint32_t count) {
+  std::vector<CommandResult> results(count);
+  if (count > 0) impl_->submit(resp, count, results.data());
+  return results;
 }
 
 CommandResult Client::command(std::initializer_list<std::string_view> argv) {

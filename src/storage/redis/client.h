@@ -97,6 +97,13 @@ class Client {
   CommandResult command(std::span<const std::string_view> argv);
   CommandResult command(std::initializer_list<std::string_view> argv);
 
+  // command_resp() and command_async_resp() send one command already encoded as RESP (a
+  // well-formed array of bulk strings, e.g. DecideCall::resp); pipeline_resp() sends `count`
+  // such commands, concatenated, on one connection.
+  CommandResult command_resp(std::string_view resp);
+  void command_async_resp(std::string_view resp, Completion& done);
+  std::vector<CommandResult> pipeline_resp(std::string_view resp, std::uint32_t count);
+
   // command_async() sends one command and returns at once; `done` receives its reply, or why
   // there is none, on the I/O thread (never before command_async() returns), within the command
   // timeout. `done` must stay valid until then.

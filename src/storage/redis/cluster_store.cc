@@ -375,8 +375,9 @@ struct RedisClusterStore::Impl final : redis::Batcher {
   // ---- the script --------------------------------------------------------------------------
 
   static CommandResult send(Node& node, const redis::DecideCall& call, bool asking) {
-    if (!asking) return node.client.command(call.views());
-    std::vector<CommandResult> rs = node.client.pipeline({{"ASKING"}, call.args});
+    if (!asking) return node.client.command_resp(call.resp);
+    std::vector<CommandResult> rs =
+        node.client.pipeline_resp("*1\r\n$6\r\nASKING\r\n" + call.resp, 2);
     if (!rs[0].status.ok()) return std::move(rs[0]);
     return std::move(rs[1]);
   }

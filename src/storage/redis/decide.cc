@@ -71,18 +71,32 @@ int key_slot(std::string_view key) noexcept {
 
 void DecideCall::build(std::span<const DecideRequest> requests, std::int64_t grace_ms,
                        std::string_view sha) {
-  // Reuses the strings of the previous call (their capacity), so a steady caller allocates
-  // nothing here.
-  std::size_t n = 0;
+  // RESP written directly: an array of bulk strings. Reuses the buffer's capacity, so a steady
+  // caller allocates nothing here.
+  resp.clear();
+  auto put_count = [&](char kind, std::size_t n) {
+    char buf[24];
+    const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, n);
+    resp += kind;
+    resp.append(buf, end);
+    resp += "\r\n";
+  };
   auto put = [&](std::string_view v) {
-    if (n == args.size()) args.emplace_back();
-    args[n++].assign(v);
+    put_count('$', v.size());
+    resp.append(v);
+    resp += "\r\n";
   };
   auto put_int = [&](auto v) {
     char buf[24];
     const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
     put(std::string_view(buf, static_cast<std::size_t>(end - buf)));
   };
+  std::size_t keys = 0, args = 0;
+  for (const DecideRequest& r : requests) {
+    keys += r.keys.size();
+    args += 2 + 6 * r.hits.size();
+  }
+  put_count('*', 3 + keys + 2 + args);
   if (sha.empty()) {
     put("EVAL");
     put(kDecideScript);
@@ -90,9 +104,6 @@ void DecideCall::build(std::span<const DecideRequest> requests, std::int64_t gra
     put("EVALSHA");
     put(sha);
   }
-  std::size_t keys = 0;
-  for (const DecideRequest& r : requests)
-    keys += r.keys.size();
   put_int(keys);
   for (const DecideRequest& r : requests) {
     for (const std::string& k : r.keys)
@@ -112,8 +123,6 @@ void DecideCall::build(std::span<const DecideRequest> requests, std::int64_t gra
       put(h.enforce ? "1" : "0");
     }
   }
-  args.resize(n);
-  argv.assign(args.begin(), args.end());
 }
 
 StoreStatus check_time(Micros now) noexcept {

@@ -36,13 +36,13 @@ struct DecideRequest {
   Micros now = 0;
 };
 
-// DecideCall holds the argv of one script call; reusing one across calls reuses its buffers.
+// DecideCall holds one script call, encoded for the wire (RESP); reusing one across calls reuses
+// its buffer.
 struct DecideCall {
-  std::vector<std::string> args;
-  std::vector<std::string_view> argv;  // args as views
+  std::string resp;
 
-  // build() fills args for `requests`: EVALSHA with `sha`, or EVAL with the script text when
-  // `sha` is empty.
+  // build() encodes the call for `requests`: EVALSHA with `sha`, or EVAL with the script text
+  // when `sha` is empty.
   void build(std::span<const DecideRequest> requests, std::int64_t grace_ms, std::string_view sha);
   // build() for one request.
   void build(std::span<const Hit> hits, std::span<const std::string> keys, Micros now,
@@ -50,8 +50,6 @@ struct DecideCall {
     const DecideRequest one{hits, keys, now};
     build(std::span<const DecideRequest>(&one, 1), grace_ms, sha);
   }
-  // views() returns the args as string_views for Client::command().
-  const std::vector<std::string_view>& views() const { return argv; }
 };
 
 // read_decide_reply() derives each hit's verdict from the script's reply: the states before the

@@ -138,7 +138,7 @@ struct RedisStore::Impl final : redis::Batcher {
       finish(call, redis::CommandResult{out_of_memory(e), redis::Reply{}});
       return;
     }
-    client.command_async(call.call.views(), call);
+    client.command_async_resp(call.call.resp, call);
   }
 
   // finish() hands each request its verdicts, then sends the requests that waited meanwhile as
@@ -149,7 +149,7 @@ struct RedisStore::Impl final : redis::Batcher {
       try {
         call.call.build(call.requests, options.expiry_grace.count(), "");
         call.eval = true;
-        client.command_async(call.call.views(), call);
+        client.command_async_resp(call.call.resp, call);
         return;
       } catch (const std::exception& e) {
         r = redis::CommandResult{out_of_memory(e), redis::Reply{}};

@@ -7,7 +7,8 @@ namespace sluice::redis {
 
 // kDecideScript decides one or more requests, each one's hits atomically, in order.
 //
-// KEYS: one hash per hit, the requests' hits one after another.
+// KEYS: one key per hit (a string: three doubles, or msgpack for a sliding log), the requests'
+//       hits one after another.
 // ARGV: the expiry grace in milliseconds, the number of requests R, then per request: now
 //       (microseconds since the epoch; negative: use Redis's TIME), its number of hits m, and
 //       six per hit: algorithm (0 fixed window, 1 sliding log, 2 sliding counter, 3 token
