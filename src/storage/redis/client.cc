@@ -111,37 +111,67 @@ const char* step_name(std::uint32_t step) {
   }
 }
 
-Reply convert(const redisReply* r) {
-  Reply out;
-  switch (r->type) {
-    case REDIS_REPLY_STRING:
-      out.type = Reply::Type::kString;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_STATUS:
-      out.type = Reply::Type::kStatus;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_ERROR:
-      out.type = Reply::Type::kError;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_INTEGER:
-      out.type = Reply::Type::kInteger;
-      out.integer = r->integer;
-      break;
-    case REDIS_REPLY_ARRAY:
-      out.type = Reply::Type::kArray;
-      out.elements.reserve(r->elements);
-      for (std::size_t i = 0; i < r->elements; ++i)
-        out.elements.push_back(convert(r->element[i]));
-      break;
-    default:  // REDIS_REPLY_NIL
-      out.type = Reply::Type::kNil;
-      break;
+// hiredis's reader builds our Reply tree directly, through these object functions, instead of
+// a redisReply tree to convert and free. An array's elements are sized when it is created, so a
+// child is its parent's element in place; only the root is allocated (and freed by hiredis on a
+// protocol error, or by dispatch()). Allocation failures return null, which hiredis reports as
+// out of memory.
+Reply* reply_slot(const redisReadTask* task) {
+  if (task->parent != nullptr) {
+    return &static_cast<Reply*>(task->parent->obj)->elements[static_cast<std::size_t>(task->idx)];
   }
-  return out;
+  return new Reply;
 }
+
+void* create_string(const redisReadTask* task, char* str, std::size_t len) noexcept {
+  try {
+    Reply* r = reply_slot(task);
+    r->type = task->type == REDIS_REPLY_ERROR    ? Reply::Type::kError
+              : task->type == REDIS_REPLY_STATUS ? Reply::Type::kStatus
+                                                 : Reply::Type::kString;
+    r->str.assign(str, len);
+    return r;
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
+void* create_array(const redisReadTask* task, int elements) noexcept {
+  try {
+    Reply* r = reply_slot(task);
+    r->type = Reply::Type::kArray;
+    r->elements.resize(static_cast<std::size_t>(std::max(elements, 0)));
+    return r;
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
+void* create_integer(const redisReadTask* task, long long value) noexcept {
+  try {
+    Reply* r = reply_slot(task);
+    r->type = Reply::Type::kInteger;
+    r->integer = value;
+    return r;
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
+void* create_nil(const redisReadTask* task) noexcept {
+  try {
+    return reply_slot(task);  // kNil
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
+void free_reply(void* reply) noexcept {
+  delete static_cast<Reply*>(reply);
+}
+
+redisReplyObjectFunctions g_reply_functions = {create_string, create_array, create_integer,
+                                               create_nil, free_reply};
 
 // complete() delivers one result to its Call and frees the Call if its caller has left.
 // I/O thread only.
@@ -455,7 +485,7 @@ struct Client::Impl {
       c.socket.set_option(asio::ip::tcp::no_delay(true), ignored);
     }
     if (c.reader != nullptr) redisReaderFree(c.reader);
-    c.reader = redisReaderCreate();
+    c.reader = redisReaderCreateWithFunctions(&g_reply_functions);
     c.writing.clear();
     if (!options.password.empty()) {
       if (options.username.empty()) {
@@ -484,10 +514,9 @@ struct Client::Impl {
     read(c, gen);
   }
 
-  void on_handshake_reply(Conn& c, std::uint32_t step, const redisReply* r) {
-    if (r->type == REDIS_REPLY_ERROR) {
-      fail(c, Code::kUnavailable,
-           std::string(step_name(step)) + " failed: " + std::string(r->str, r->len));
+  void on_handshake_reply(Conn& c, std::uint32_t step, const Reply& r) {
+    if (r.is_error()) {
+      fail(c, Code::kUnavailable, std::string(step_name(step)) + " failed: " + r.str);
       return;
     }
     if (step != kPing) return;
@@ -595,29 +624,25 @@ struct Client::Impl {
               return;
             }
             if (reply == nullptr) break;
-            dispatch(c, static_cast<redisReply*>(reply));
+            dispatch(c, std::unique_ptr<Reply>(static_cast<Reply*>(reply)));
             if (c.gen != gen) return;  // the reply failed the connection
           }
           read(c, gen);
         });
   }
 
-  void dispatch(Conn& c, redisReply* r) {
+  void dispatch(Conn& c, std::unique_ptr<Reply> r) {
     if (c.inflight.empty()) {
-      freeReplyObject(r);
       fail(c, Code::kUnavailable, "protocol error: a reply nobody asked for");
       return;
     }
     const Pending p = c.inflight.front();
     c.inflight.pop_front();
     if (p.handshake()) {
-      on_handshake_reply(c, p.index, r);
-      freeReplyObject(r);
+      on_handshake_reply(c, p.index, *r);
       return;
     }
-    CommandResult result{StoreStatus{}, convert(r)};
-    freeReplyObject(r);
-    complete(p, std::move(result));
+    complete(p, CommandResult{StoreStatus{}, std::move(*r)});
   }
 
   // fail() closes a connection, fails everything sent or queued on it with `code`, and schedules
