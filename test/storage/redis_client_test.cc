@@ -19,6 +19,45 @@ using Code = StoreStatus::Code;
 using Type = Reply::Type;
 using testing::RedisServer;
 
+// The reader: replies split anywhere across feeds, nested arrays, errors, nil; a protocol error
+// is final.
+TEST(ReplyReaderTest, ParsesRepliesSplitAnywhereAndFailsForGoodOnGarbage) {
+  const std::string stream =
+      "+OK\r\n:-42\r\n$5\r\nhello\r\n$-1\r\n-ERR bad\r\n*2\r\n*2\r\n:1\r\n$0\r\n\r\n*0\r\n";
+  for (std::size_t step : {1u, 2u, 3u, 7u, 64u}) {
+    ReplyReader reader;
+    std::vector<Reply> got;
+    std::string error;
+    for (std::size_t at = 0; at < stream.size(); at += step) {
+      ASSERT_TRUE(reader.feed(std::string_view(stream).substr(at, step), error)) << error;
+      Reply r;
+      while (reader.next(r, error) == 1)
+        got.push_back(std::move(r));
+    }
+    ASSERT_EQ(got.size(), 6u) << "step " << step;
+    EXPECT_EQ(got[0].type, Type::kStatus);
+    EXPECT_EQ(got[0].str, "OK");
+    EXPECT_EQ(got[1].integer, -42);
+    EXPECT_EQ(got[2].str, "hello");
+    EXPECT_EQ(got[3].type, Type::kNil);
+    EXPECT_TRUE(got[4].is_error());
+    EXPECT_EQ(got[4].str, "ERR bad");
+    ASSERT_EQ(got[5].elements.size(), 2u);
+    ASSERT_EQ(got[5].elements[0].elements.size(), 2u);
+    EXPECT_EQ(got[5].elements[0].elements[0].integer, 1);
+    EXPECT_EQ(got[5].elements[0].elements[1].type, Type::kString);
+    EXPECT_TRUE(got[5].elements[1].elements.empty());
+  }
+  ReplyReader reader;
+  std::string error;
+  Reply r;
+  ASSERT_TRUE(reader.feed("?what\r\n", error));
+  EXPECT_EQ(reader.next(r, error), -1);
+  EXPECT_NE(error.find("protocol error"), std::string::npos);
+  EXPECT_FALSE(reader.feed("+OK\r\n", error)) << "a protocol error is final";
+  EXPECT_EQ(reader.next(r, error), -1);
+}
+
 ClientOptions options_for(const RedisServer& server) {
   ClientOptions o;
   o.endpoint.host = server.host();

@@ -227,14 +227,41 @@ bool format(std::span<const std::string_view> argv, std::string& out) {
 
 }  // namespace
 
+ReplyReader::ReplyReader() : reader_(redisReaderCreateWithFunctions(&g_reply_functions)) {
+  if (reader_ == nullptr) throw std::bad_alloc();
+}
+
+ReplyReader::~ReplyReader() {
+  redisReaderFree(static_cast<redisReader*>(reader_));
+}
+
+bool ReplyReader::feed(std::string_view bytes, std::string& error) {
+  auto* r = static_cast<redisReader*>(reader_);
+  if (r->err != 0 || redisReaderFeed(r, bytes.data(), bytes.size()) != REDIS_OK) {
+    error = std::string("protocol error: ") + r->errstr;
+    return false;
+  }
+  return true;
+}
+
+int ReplyReader::next(Reply& out, std::string& error) {
+  auto* r = static_cast<redisReader*>(reader_);
+  void* reply = nullptr;
+  if (r->err != 0 || redisReaderGetReply(r, &reply) != REDIS_OK) {
+    error = std::string("protocol error: ") + r->errstr;
+    return -1;
+  }
+  if (reply == nullptr) return 0;
+  std::unique_ptr<Reply> owned(static_cast<Reply*>(reply));
+  out = std::move(*owned);
+  return 1;
+}
+
 struct Client::Impl {
   enum class State : std::uint8_t { kDown, kConnecting, kReady, kBroken };
 
   struct Conn {
     explicit Conn(asio::io_context& io) : socket(io), timer(io), due(io), resolver(io) {}
-    ~Conn() {
-      if (reader != nullptr) redisReaderFree(reader);
-    }
 
     // Guarded by mu (gen is written only by the I/O thread, under mu).
     std::mutex mu;
@@ -254,7 +281,7 @@ struct Client::Impl {
     asio::ip::tcp::resolver resolver;
     std::string writing;           // the batch being written
     std::deque<Pending> inflight;  // written (or being written), awaiting replies
-    redisReader* reader = nullptr;
+    std::unique_ptr<ReplyReader> reader;
     std::unique_ptr<char[]> rbuf{new char[kReadBufferSize]};
     std::chrono::milliseconds backoff{0};
     bool first_attempt = true;
@@ -484,8 +511,7 @@ struct Client::Impl {
       boost::system::error_code ignored;
       c.socket.set_option(asio::ip::tcp::no_delay(true), ignored);
     }
-    if (c.reader != nullptr) redisReaderFree(c.reader);
-    c.reader = redisReaderCreateWithFunctions(&g_reply_functions);
+    c.reader = std::make_unique<ReplyReader>();
     c.writing.clear();
     if (!options.password.empty()) {
       if (options.username.empty()) {
@@ -603,35 +629,37 @@ struct Client::Impl {
   }
 
   void read(Conn& c, std::uint64_t gen) {
-    c.socket.async_read_some(
-        asio::buffer(c.rbuf.get(), kReadBufferSize),
-        [this, &c, gen](const boost::system::error_code& ec, std::size_t n) {
-          if (c.gen != gen) return;
-          if (ec) {
-            fail(c, Code::kUnavailable,
-                 ec == asio::error::eof ? std::string("connection closed by the server")
-                                        : "read: " + ec.message());
-            return;
-          }
-          if (redisReaderFeed(c.reader, c.rbuf.get(), n) != REDIS_OK) {
-            fail(c, Code::kUnavailable, std::string("protocol error: ") + c.reader->errstr);
-            return;
-          }
-          for (;;) {
-            void* reply = nullptr;
-            if (redisReaderGetReply(c.reader, &reply) != REDIS_OK) {
-              fail(c, Code::kUnavailable, std::string("protocol error: ") + c.reader->errstr);
-              return;
-            }
-            if (reply == nullptr) break;
-            dispatch(c, std::unique_ptr<Reply>(static_cast<Reply*>(reply)));
-            if (c.gen != gen) return;  // the reply failed the connection
-          }
-          read(c, gen);
-        });
+    c.socket.async_read_some(asio::buffer(c.rbuf.get(), kReadBufferSize),
+                             [this, &c, gen](const boost::system::error_code& ec, std::size_t n) {
+                               if (c.gen != gen) return;
+                               if (ec) {
+                                 fail(c, Code::kUnavailable,
+                                      ec == asio::error::eof
+                                          ? std::string("connection closed by the server")
+                                          : "read: " + ec.message());
+                                 return;
+                               }
+                               std::string error;
+                               if (!c.reader->feed(std::string_view(c.rbuf.get(), n), error)) {
+                                 fail(c, Code::kUnavailable, error);
+                                 return;
+                               }
+                               for (;;) {
+                                 Reply reply;
+                                 const int got = c.reader->next(reply, error);
+                                 if (got < 0) {
+                                   fail(c, Code::kUnavailable, error);
+                                   return;
+                                 }
+                                 if (got == 0) break;
+                                 dispatch(c, std::move(reply));
+                                 if (c.gen != gen) return;  // the reply failed the connection
+                               }
+                               read(c, gen);
+                             });
   }
 
-  void dispatch(Conn& c, std::unique_ptr<Reply> r) {
+  void dispatch(Conn& c, Reply&& r) {
     if (c.inflight.empty()) {
       fail(c, Code::kUnavailable, "protocol error: a reply nobody asked for");
       return;
@@ -639,10 +667,10 @@ struct Client::Impl {
     const Pending p = c.inflight.front();
     c.inflight.pop_front();
     if (p.handshake()) {
-      on_handshake_reply(c, p.index, *r);
+      on_handshake_reply(c, p.index, r);
       return;
     }
-    complete(p, CommandResult{StoreStatus{}, std::move(*r)});
+    complete(p, CommandResult{StoreStatus{}, std::move(r)});
   }
 
   // fail() closes a connection, fails everything sent or queued on it with `code`, and schedules

@@ -36,6 +36,27 @@ struct Reply {
   bool is_error() const noexcept { return type == Type::kError; }
 };
 
+// ReplyReader parses RESP from a byte stream into Reply trees (the client's reader, hiredis's
+// parser building Replies directly). Feed bytes as they arrive; next() returns each complete
+// reply. A protocol error (or a reply nested deeper than the parser allows) is final: feed() and
+// next() then keep failing with the same message.
+class ReplyReader {
+ public:
+  ReplyReader();
+  ~ReplyReader();
+  ReplyReader(const ReplyReader&) = delete;
+  ReplyReader& operator=(const ReplyReader&) = delete;
+
+  // feed() appends bytes; false (with `error`) on a protocol error.
+  bool feed(std::string_view bytes, std::string& error);
+  // next() moves the next complete reply into `out`: 1 when there was one, 0 when more bytes are
+  // needed, -1 (with `error`) on a protocol error.
+  int next(Reply& out, std::string& error);
+
+ private:
+  void* reader_;  // redisReader
+};
+
 // Endpoint is where a server listens: TCP host and port, or a unix socket path.
 struct Endpoint {
   std::string host = "127.0.0.1";
