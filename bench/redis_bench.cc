@@ -1,6 +1,7 @@
-// Decisions/s through the Redis store, side by side with redis-benchmark running the same
-// script (EVALSHA, same arguments) against the same redis-server: the ceiling this machine
-// allows. Then the latency of one decision at half the measured throughput.
+// Decisions/s through the Redis store, side by side with Redis running the same script for one
+// request per call as fast as it can take it (bench/redis_ceiling.h) on the same redis-server:
+// the ceiling for one decision per call on this machine. Then the latency of one decision at half
+// the measured throughput.
 //
 //   build/bin/sluice_bench_redis [--seconds S] [--threads T] [--keys K]
 //
@@ -17,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "redis_ceiling.h"
 #include "sluice/limiter.h"
 #include "sluice/redis_store.h"
 #include "storage/redis/decide.h"
@@ -61,33 +63,22 @@ std::shared_ptr<const sluice::RuleSet> Rules() {
   return sluice::RuleSet::compile(std::move(src));
 }
 
-// Runs redis-benchmark with the decide script's EVALSHA on random keys; returns requests/s.
-double Ceiling(const sluice::testing::RedisServer& server, const std::string& sha, int keys,
-               int requests) {
-  const Micros now = sluice::SystemClock::instance().now_micros();
-  // The call a lone token-bucket decision makes: one key, grace, one request (now, one hit),
-  // then algorithm 3, n, W, burst, cost, enforce. redis-benchmark cannot send a changing time,
-  // so `now` is the time at start: each key sees a few hits of its 1,000-token bucket, all
-  // allowed, as in sluice's run.
-  const std::string cmd =
-      "redis-benchmark -h 127.0.0.1 -p " + std::to_string(server.port()) + " -c 50 -P 16 -q -r " +
-      std::to_string(keys) + " -n " + std::to_string(requests) + " EVALSHA " + sha +
-      " 1 'bench:{__rand_int__}' 1000 1 " + std::to_string(now) + " 1 3 1000 1000000 0 1 1 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return 0;
-  std::string out;
-  char buf[512];
-  while (std::fgets(buf, sizeof buf, p) != nullptr)
-    out += buf;
-  pclose(p);
-  // "EVALSHA ...: 123456.79 requests per second, p50=..."
-  const std::size_t at = out.rfind("requests per second");
-  if (at == std::string::npos) {
-    std::cerr << "redis-benchmark: " << out << "\n";
+// The ceiling (bench/redis_ceiling.h): Redis running the decide script for one token-bucket
+// request per call, 50 connections 16 deep, `now` fixed at the start: each key sees a few hits of
+// its 1,000-token bucket, all allowed, as in sluice's run. Returns calls/s.
+double Ceiling(const sluice::testing::RedisServer& server, int keys, double seconds) {
+  sluice::bench::CeilingOptions o;
+  o.port = server.port();
+  o.keys = static_cast<std::size_t>(keys);
+  o.seconds = seconds;
+  o.algorithm = sluice::Algorithm::kTokenBucket;
+  o.limit = 1000;
+  try {
+    return sluice::bench::RedisCeiling(o).calls_per_s;
+  } catch (const std::exception& e) {
+    std::cerr << "ceiling: " << e.what() << "\n";
     return 0;
   }
-  std::size_t start = out.rfind(' ', at - 2);
-  return std::atof(out.substr(start + 1, at - start - 1).c_str());
 }
 
 struct Load {
@@ -152,8 +143,6 @@ double Percentile(const std::vector<double>& sorted, double p) {
 int main(int argc, char** argv) {
   const Args args = ParseArgs(argc, argv);
   sluice::testing::RedisServer server;
-  const std::string sha =
-      server.command({"SCRIPT", "LOAD", std::string(sluice::redis::kDecideScript)});
 
   sluice::RedisStoreOptions o;
   o.port = server.port();
@@ -164,13 +153,13 @@ int main(int argc, char** argv) {
   sluice::Limiter limiter(Rules(), store, sluice::SystemClock::instance());
   Run(limiter, args.threads, 0.5, args.keys, 0);  // warm up
 
-  const double ceiling = Ceiling(server, sha, args.keys, 400'000);
+  const double ceiling = Ceiling(server, args.keys, 3);
   const Load load = Run(limiter, args.threads, args.seconds, args.keys, 0);
-  const double ceiling_after = Ceiling(server, sha, args.keys, 400'000);
+  const double ceiling_after = Ceiling(server, args.keys, 3);
   const double ceil_median = (ceiling + ceiling_after) / 2;
 
-  std::printf("redis-benchmark EVALSHA (50 clients, pipeline 16): %.0f and %.0f req/s\n", ceiling,
-              ceiling_after);
+  std::printf("ceiling (decide script, 50 connections, pipeline 16): %.0f and %.0f calls/s\n",
+              ceiling, ceiling_after);
   std::printf(
       "sluice Limiter + RedisStore (%d threads, 1 connection): %.0f decisions/s, %llu "
       "errors = %.1f%% of the ceiling\n",

@@ -11,7 +11,8 @@
 # Library paths (each in its own process, closed loop, the rule 100 per second per key):
 #   sluice (memory, Redis, eventual), Python's limits (memory and Redis, fixed and moving
 #   window), Node's rate-limiter-flexible (memory and Redis); the Redis path's ceiling:
-#   redis-benchmark running sluice's decide script (EVALSHA, pipelined).
+#   Redis running sluice's decide script, one request per call, pipelined (sluice_peer_bench
+#   --ceiling).
 # Service paths (sluice-bench, 64 in flight): `sluice serve` over gRPC and HTTP /v1/authz, the
 #   no-op servers (the same transport code deciding nothing: the ceiling), and nginx limit_req
 #   (the in-gateway C reference) over the same HTTP request. Over gRPC the key is
@@ -137,36 +138,14 @@ lib() {  # lib WORKLOAD: every library path on one workload
   flush
 }
 
-# The Redis path's ceiling: redis-benchmark sending sluice's own decide call for one request (a
-# fixed window of 100 per second on one key, `now` fixed at the start), 50 clients, pipelined 16
-# deep. sluice's store puts the requests that wait while a call is out into one call, so under
-# load it can pass this figure.
+# The Redis path's ceiling: Redis running sluice's decide script for one request per call (a
+# fixed window of 100 per second, `now` fixed at the start), 50 connections each 16 calls deep,
+# no other client work (bench/redis_ceiling.h; redis-benchmark cannot send the script's binary
+# arguments). sluice's store puts the requests that wait while a call is out into one call, so
+# under load it can pass this figure.
 ceiling() {  # ceiling WORKLOAD
-  local w=$1 keys sha now n
-  keys=$(keys_of "$w")
-  sha=$("$build/bin/sluice_peer_bench" --decide-script-sha)
-  redis-cli -p "$rport" script exists "$sha" | grep -q 1 || {
-    "$build/bin/sluice_peer_bench" --storage redis --redis-url "$redis_url" --workload hot --seconds 0.1 >/dev/null
-  }
-  now=$(($(date +%s%N) / 1000))
-  n=$((seconds * 150000))
-  local key="bench:{tenant}"
-  [ "$keys" -gt 1 ] && key="bench:{__rand_int__}"
-  local args=(-p "$rport" -c 50 -P 16 -q -n "$n")
-  [ "$keys" -gt 1 ] && args+=(-r "$keys")
-  local text
-  text=$(redis-benchmark "${args[@]}" EVALSHA "$sha" 1 "$key" 1000 1 "$now" 1 0 100 1000000 0 1 1 2>&1 | tr '\r' '\n' | { grep "requests per second" || true; } | tail -1)
-  local rps p50
-  rps=$(sed -nE 's/.*: ([0-9.]+) requests per second.*/\1/p' <<<"$text")
-  p50=$(sed -nE 's/.*p50=([0-9.]+) msec.*/\1/p' <<<"$text")
-  if [ -n "$rps" ]; then
-    printf '{"system":"redis-benchmark","variant":"EVALSHA decide (ceiling)","workload":"%s","keys":%s,"decisions_per_s":%s,"p50_us":%s}\n' \
-      "$w" "$keys" "$rps" "$(awk "BEGIN{print ${p50:-0} * 1000}")" >>"$results"
-    echo "  redis-benchmark / EVALSHA / $w: $rps/s"
-  else
-    echo "  redis-benchmark / $w: FAILED" >&2
-    failures=$((failures + 1))
-  fi
+  local w=$1
+  record redis "decide script (ceiling)" "$w" "" "$build/bin/sluice_peer_bench" --ceiling --redis-url "$redis_url" --workload "$w" --seconds "$seconds"
   flush
 }
 

@@ -7,7 +7,10 @@
 //                     --workload hot|uniform|zipf [--seconds S] [--keys N]
 //                     [--algorithm fixed|moving|counter|bucket] [--threads T] [--in-flight F]
 //                     [--sample-every N] [--seed N]
-//   sluice_peer_bench --decide-script-sha
+//   sluice_peer_bench --ceiling --redis-url redis://127.0.0.1:PORT --workload W [--seconds S]
+//
+// --ceiling measures the Redis path's ceiling instead (bench/redis_ceiling.h): Redis running the
+// decide script for one request per call, 50 connections each 16 calls deep, nothing else.
 //
 // `moving` is sluice's sliding_window_log (limits' moving window), `counter` its sliding window
 // counter, `bucket` its token bucket. With Redis, one thread keeps F decisions in flight with
@@ -34,10 +37,9 @@
 #include <thread>
 #include <vector>
 
+#include "redis_ceiling.h"
 #include "sluice/limiter.h"
 #include "sluice/storage.h"
-#include "storage/redis/script.h"
-#include "storage/redis/sha1.h"
 #include "zipf.h"
 
 namespace {
@@ -68,6 +70,7 @@ struct Args {
   std::exit(2);
 }
 
+// Parse() reads flags from argv[1]; argv[0] is skipped.
 Args Parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; i += 2) {
@@ -275,15 +278,36 @@ class Chains {
 
 thread_local int Chains::depth_ = 0;
 
+// Ceiling() runs --ceiling and prints its JSON line.
+int Ceiling(const Args& a) {
+  const std::string prefix = "redis://127.0.0.1:";
+  if (a.redis_url.rfind(prefix, 0) != 0)
+    Usage("--ceiling needs --redis-url redis://127.0.0.1:PORT");
+  sluice::bench::CeilingOptions o;
+  o.port = std::atoi(a.redis_url.c_str() + prefix.size());
+  o.keys = static_cast<std::size_t>(a.keys);
+  o.seconds = a.seconds;
+  try {
+    const sluice::bench::CeilingResult r = sluice::bench::RedisCeiling(o);
+    std::printf(
+        "{\"system\":\"redis\",\"variant\":\"decide script (ceiling)\",\"workload\":\"%s\","
+        "\"keys\":%ld,\"decisions_per_s\":%.1f,\"p50_us\":%.1f,\"errors\":%llu,"
+        "\"connections\":%d,\"depth\":%d}\n",
+        a.workload.c_str(), a.keys, r.calls_per_s, r.p50_us,
+        static_cast<unsigned long long>(r.errors), o.connections, o.depth);
+    return r.errors == 0 ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sluice_peer_bench --ceiling: %s\n", e.what());
+    return 1;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  // The SHA-1 of the decide script, for redis-benchmark's EVALSHA (the Redis path's ceiling).
-  if (argc == 2 && std::strcmp(argv[1], "--decide-script-sha") == 0) {
-    std::printf("%s\n", sluice::redis::sha1_hex(sluice::redis::kDecideScript).c_str());
-    return 0;
-  }
-  const Args a = Parse(argc, argv);
+  const bool ceiling = argc > 1 && std::strcmp(argv[1], "--ceiling") == 0;
+  const Args a = Parse(argc - (ceiling ? 1 : 0), argv + (ceiling ? 1 : 0));
+  if (ceiling) return Ceiling(a);
   const std::vector<std::uint32_t> table = KeyTable(a);
 
   std::string url = "memory://";

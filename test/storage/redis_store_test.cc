@@ -15,6 +15,8 @@
 
 #include "sluice/limiter.h"
 #include "sluice/over_limit_cache.h"
+#include "storage/redis/client.h"
+#include "storage/redis/decide.h"
 #include "storage/redis/script.h"
 #include "storage/redis/sha1.h"
 #include "support/redis_harness.h"
@@ -355,23 +357,25 @@ TEST(RedisStore, AsyncDecisionsShareScriptCallsAndAdmitExactlyTheLimit) {
 TEST(RedisScript, ARequestThatFailsLeavesTheOthersInItsCall) {
   testing::RedisServer server;
   server.command({"SET", "bad", "not a state"});
-  const testing::Reply r = server.call({"EVAL", std::string(kDecideScript),
-                                        "2",    "good",
-                                        "bad",  "1000",
-                                        "2",    "1000000",
-                                        "1",    "0",
-                                        "10",   "1000000",
-                                        "0",    "1",
-                                        "1",    "1000000",
-                                        "1",    "0",
-                                        "10",   "1000000",
-                                        "0",    "1",
-                                        "1"});
-  ASSERT_EQ(r.type, testing::Reply::Type::kArray);
-  ASSERT_EQ(r.elements.size(), 2u);
-  ASSERT_EQ(r.elements[0].type, testing::Reply::Type::kArray);
-  EXPECT_EQ(r.elements[0].elements.size(), 3u) << "{now, committed, fresh state}";
-  EXPECT_EQ(r.elements[1].type, testing::Reply::Type::kError);
+  const LimitSpec spec{Algorithm::kFixedWindow, 10, 1'000'000, 0};
+  const ::sluice::Hit good{"good", &spec, 1, true};
+  const ::sluice::Hit bad{"bad", &spec, 1, true};
+  const std::vector<std::string> good_key{"good"}, bad_key{"bad"};
+  const DecideRequest requests[] = {{std::span(&good, 1), good_key, 1'000'000},
+                                    {std::span(&bad, 1), bad_key, 1'000'000}};
+  DecideCall call;
+  call.build(requests, 1000, "");  // EVAL: the script text itself
+  ClientOptions co;
+  co.endpoint.port = server.port();
+  Client client(co);
+  const CommandResult r = client.command_resp(call.resp);
+  ASSERT_TRUE(r.status.ok()) << r.status.message;
+  ASSERT_EQ(r.reply.type, Reply::Type::kArray);
+  ASSERT_EQ(r.reply.elements.size(), 2u);
+  ASSERT_EQ(r.reply.elements[0].type, Reply::Type::kArray);
+  EXPECT_EQ(r.reply.elements[0].elements.size(), 3u) << "{now, committed, fresh state}";
+  EXPECT_EQ(r.reply.elements[0].elements[1].integer, 1) << "committed";
+  EXPECT_TRUE(r.reply.elements[1].is_error());
   EXPECT_EQ(server.command({"GET", "bad"}), "not a state") << "the failed request wrote nothing";
 }
 

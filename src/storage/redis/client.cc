@@ -399,9 +399,15 @@ struct Client::Impl {
         gen = c.gen;
       }
       if (kick) {
-        asio::post(io, [this, &c, gen] {
-          if (c.gen == gen) write_next(c);
-        });
+        if (io.get_executor().running_in_this_thread()) {
+          // From a completion: write now, so that Redis has the next call while it still runs
+          // the ones before it (a posted write would leave with the replies handled after it).
+          write_next(c);
+        } else {
+          asio::post(io, [this, &c, gen] {
+            if (c.gen == gen) write_next(c);
+          });
+        }
       }
       return;
     }

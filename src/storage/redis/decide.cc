@@ -2,8 +2,10 @@
 
 #include <xxhash.h>
 
+#include <bit>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 
 #include "storage/redis/script.h"
 #include "storage/redis/sha1.h"
@@ -91,12 +93,10 @@ void DecideCall::build(std::span<const DecideRequest> requests, std::int64_t gra
     const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
     put(std::string_view(buf, static_cast<std::size_t>(end - buf)));
   };
-  std::size_t keys = 0, args = 0;
-  for (const DecideRequest& r : requests) {
+  std::size_t keys = 0;
+  for (const DecideRequest& r : requests)
     keys += r.keys.size();
-    args += 2 + 6 * r.hits.size();
-  }
-  put_count('*', 3 + keys + 2 + args);
+  put_count('*', 3 + keys + 1 + requests.size());
   if (sha.empty()) {
     put("EVAL");
     put(kDecideScript);
@@ -110,18 +110,27 @@ void DecideCall::build(std::span<const DecideRequest> requests, std::int64_t gra
       put(k);
   }
   put_int(grace_ms);
-  put_int(requests.size());
+  // One argument per request: its time, its number of hits and six per hit, as little-endian
+  // doubles (the script's numbers are doubles: nothing the text would carry is lost).
+  static_assert(std::endian::native == std::endian::little && sizeof(double) == 8);
+  auto put_double = [&](double v) {
+    char bytes[sizeof v];
+    std::memcpy(bytes, &v, sizeof v);
+    resp.append(bytes, sizeof bytes);
+  };
   for (const DecideRequest& r : requests) {
-    put_int(r.now < 0 ? Micros{-1} : r.now);
-    put_int(r.hits.size());
+    put_count('$', 8 * (2 + 6 * r.hits.size()));
+    put_double(static_cast<double>(r.now < 0 ? Micros{-1} : r.now));
+    put_double(static_cast<double>(r.hits.size()));
     for (const Hit& h : r.hits) {
-      put_int(static_cast<int>(h.spec->algorithm));
-      put_int(h.spec->limit);
-      put_int(h.spec->window);
-      put_int(h.spec->burst);
-      put_int(h.cost);
-      put(h.enforce ? "1" : "0");
+      put_double(static_cast<int>(h.spec->algorithm));
+      put_double(static_cast<double>(h.spec->limit));
+      put_double(static_cast<double>(h.spec->window));
+      put_double(static_cast<double>(h.spec->burst));
+      put_double(static_cast<double>(h.cost));
+      put_double(h.enforce ? 1 : 0);
     }
+    resp += "\r\n";
   }
 }
 

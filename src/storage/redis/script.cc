@@ -87,9 +87,9 @@ end
 local grace = tonumber(ARGV[1])
 local clock  -- Redis's TIME, read at most once per call
 
--- decide() decides one request: its m hits are KEYS[k0 + 1 .. k0 + m], their arguments six each
--- from ARGV[a0 + 1]. Returns {now, committed, state before of each hit...}.
-local function decide(now, k0, a0, m)
+-- decide() decides one request: its m hits are KEYS[k0 + 1 .. k0 + m], their parameters six
+-- doubles each in `args` from byte `pos`. Returns {now, committed, state before of each hit...}.
+local function decide(now, k0, args, pos, m)
   if now < 0 then
     if not clock then
       local t = redis.call('TIME')
@@ -100,11 +100,11 @@ local function decide(now, k0, a0, m)
 
   local hits, reply, all = {}, {now, 0}, true
   for i = 1, m do
-    local at = a0 + (i - 1) * 6
+    local alg, n, w, burst, cost, enforce
+    alg, n, w, burst, cost, enforce, pos = struct.unpack('<dddddd', args, pos)
     local h = {
-      key = KEYS[k0 + i], alg = tonumber(ARGV[at + 1]), n = tonumber(ARGV[at + 2]),
-      w = tonumber(ARGV[at + 3]), burst = tonumber(ARGV[at + 4]), cost = tonumber(ARGV[at + 5]),
-      enforce = ARGV[at + 6] == '1', t = 0, ok = false, k = 0, a = 0, b = 0, live = false,
+      key = KEYS[k0 + i], alg = alg, n = n, w = w, burst = burst, cost = cost,
+      enforce = enforce == 1, t = 0, ok = false, k = 0, a = 0, b = 0, live = false,
     }
     -- The state: three doubles (last, a, b), or for a sliding log a msgpack array {last, t1, c1,
     -- t2, c2, ...}. A key of another type (not sluice's) reads as fresh, and is overwritten.
@@ -115,7 +115,7 @@ local function decide(now, k0, a0, m)
         entries = cmsgpack.unpack(v)
         last = entries[1]
       else
-        last, s2, s3 = struct.unpack('ddd', v)
+        last, s2, s3 = struct.unpack('<ddd', v)
       end
     end
     local pre = {}
@@ -220,11 +220,11 @@ local function decide(now, k0, a0, m)
       if h.ok and h.cost > 0 and h.n > 0 then
         local full_at, state
         if h.alg == 0 then
-          full_at, state = (h.k + 1) * h.w, struct.pack('ddd', h.t, h.a, 0)
+          full_at, state = (h.k + 1) * h.w, struct.pack('<ddd', h.t, h.a, 0)
         elseif h.alg == 2 then
-          full_at, state = (h.k + 2) * h.w, struct.pack('ddd', h.t, h.a, h.b)
+          full_at, state = (h.k + 2) * h.w, struct.pack('<ddd', h.t, h.a, h.b)
         elseif h.alg == 3 then
-          full_at, state = h.a, struct.pack('ddd', h.t, h.a, h.b)
+          full_at, state = h.a, struct.pack('<ddd', h.t, h.a, h.b)
           if h.b > 0 then full_at = full_at + 1 end
         else
           local live = h.live
@@ -249,17 +249,17 @@ end
 
 -- The requests, each decided on its own, in order. One that fails (a key holding another type)
 -- answers an error in its place and the others are unaffected.
-local out, k, a = {}, 0, 3
-for r = 1, tonumber(ARGV[2]) do
-  local now, m = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  local ok, res = pcall(decide, now, k, a + 1, m)
+local out, k = {}, 0
+for r = 2, #ARGV do
+  local args = ARGV[r]
+  local now, m, pos = struct.unpack('<dd', args)
+  local ok, res = pcall(decide, now, k, args, pos, m)
   if not ok then
     if type(res) == 'table' and res.err then res = res.err end
     res = {err = tostring(res)}
   end
-  out[r] = res
+  out[r - 1] = res
   k = k + m
-  a = a + 2 + 6 * m
 end
 return out
 )lua";

@@ -9,10 +9,12 @@ namespace sluice::redis {
 //
 // KEYS: one key per hit (a string: three doubles, or msgpack for a sliding log), the requests'
 //       hits one after another.
-// ARGV: the expiry grace in milliseconds, the number of requests R, then per request: now
-//       (microseconds since the epoch; negative: use Redis's TIME), its number of hits m, and
-//       six per hit: algorithm (0 fixed window, 1 sliding log, 2 sliding counter, 3 token
-//       bucket), n, W (microseconds), burst, cost, enforce (1 or 0).
+// ARGV: the expiry grace in milliseconds, then one argument per request: little-endian doubles,
+//       now (microseconds since the epoch; negative: use Redis's TIME) and the number of hits m,
+//       then six per hit: algorithm (0 fixed window, 1 sliding log, 2 sliding counter, 3 token
+//       bucket), n, W (microseconds), burst, cost, enforce (1 or 0). Lua numbers are doubles, so
+//       binary doubles carry exactly what decimal text would, and cost Redis and the script
+//       less than six arguments per hit.
 // Reply: R elements, one per request: {now, committed (1/0), state_1, ..., state_m}, each state
 //       the hit's state *before* the request, as integers: {} for a fresh key; {last, count}
 //       (fixed window); {last, previous, current} (sliding counter); {last, tat, tat_frac}
