@@ -1,4 +1,4 @@
-// The Redis store against a real redis-server: faults (killed, paused, script cache flushed),
+// The Redis store against a real redis-server: faults (killed, paused, slow, script cache flushed),
 // failure modes through the Limiter, and threads on one key.
 #include "sluice/redis_store.h"
 
@@ -19,6 +19,7 @@
 #include "storage/redis/decide.h"
 #include "storage/redis/script.h"
 #include "storage/redis/sha1.h"
+#include "support/delay_proxy.h"
 #include "support/redis_harness.h"
 
 namespace sluice {
@@ -156,6 +157,115 @@ TEST_F(RedisFaults, AsyncDecisionsCompleteWithinTheTimeoutWhenRedisIsPaused) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1500));
   EXPECT_EQ(denied_with_error, 20) << "failure_mode deny";
   server_.resume();
+}
+
+// A store that reaches Redis through a DelayProxy, and a limiter on it.
+class SlowRedis : public RedisFaults {
+ protected:
+  RedisStoreOptions ThroughProxy() {
+    RedisStoreOptions o = Options();
+    o.port = proxy.port();
+    return o;
+  }
+  testing::DelayProxy proxy{server_.host(), server_.port()};
+  RedisStore store{ThroughProxy()};
+  Limiter limiter{Rules(), store, clock_};
+};
+
+// A slow Redis (test/support/delay_proxy.h holds every reply): below the command timeout decisions
+// are exact, only slower; above it they fail within the timeout, their limits' failure_mode
+// decides, the breaker opens, and once replies are prompt again decisions recover.
+TEST_F(SlowRedis, BelowTheTimeoutDecidesExactlyAboveItFailsFastThenRecovers) {
+  proxy.set_delay(milliseconds(60));  // below the 200 ms timeout
+  int allowed = 0;
+  for (int i = 0; i < 7; ++i) {
+    const auto t = Steady::now();
+    Decision d = limiter.decide(Hit("closed", "slow"));
+    EXPECT_GE(Steady::now() - t, milliseconds(60)) << "the reply was held";
+    EXPECT_TRUE(d.error.empty()) << d.error;
+    allowed += d.allowed;
+  }
+  EXPECT_EQ(allowed, 5) << "5 per minute, exactly, however slow";
+  EXPECT_FALSE(store.circuit_open());
+
+  proxy.set_delay(milliseconds(700));  // above the timeout
+  int slow = 0;
+  for (int i = 0; i < 20; ++i) {
+    const auto t = Steady::now();
+    Decision open = limiter.decide(Hit("open", "late"));
+    Decision closed = limiter.decide(Hit("closed", "late"));
+    const auto took = Steady::now() - t;
+    EXPECT_LT(took, milliseconds(650)) << "no decision waits past the timeout (two of them here)";
+    if (took > milliseconds(100)) ++slow;
+    EXPECT_TRUE(open.allowed) << "failure_mode allow";
+    EXPECT_FALSE(closed.allowed) << "failure_mode deny";
+    EXPECT_FALSE(open.error.empty());
+    EXPECT_FALSE(closed.error.empty());
+  }
+  EXPECT_LE(slow, 4) << "the breaker answers at once after the first timeout";
+  EXPECT_TRUE(store.circuit_open());
+
+  proxy.set_delay(milliseconds(0));
+  ASSERT_TRUE(RecoversWithin(limiter, Hit("closed", "after"), milliseconds(5000)));
+  EXPECT_FALSE(store.circuit_open());
+  allowed = 1;  // RecoversWithin's decision consumed one
+  for (int i = 0; i < 6; ++i) {
+    Decision d = limiter.decide(Hit("closed", "after"));
+    EXPECT_TRUE(d.error.empty()) << d.error;
+    allowed += d.allowed;
+  }
+  EXPECT_EQ(allowed, 5);
+}
+
+// decide_async through a slow Redis: below the timeout every decision completes on the store's
+// I/O thread, decided by Redis; above it every one completes within the timeout, decided by
+// failure_mode; then they recover.
+TEST_F(SlowRedis, AsyncDecisionsCompleteWithinTheTimeout) {
+  // Sends `n` asynchronous decisions on `value`; waits (bounded) for all; returns (allowed,
+  // with an error, how long the last took from the first send).
+  struct Outcome {
+    int completed = 0, allowed = 0, errors = 0;
+    Steady::duration took{};
+  };
+  auto run = [&](const std::string& key, const std::string& value, int n) {
+    std::mutex mu;
+    std::condition_variable cv;
+    Outcome out;
+    const auto start = Steady::now();
+    for (int i = 0; i < n; ++i) {
+      limiter.decide_async(Hit(key, value), [&](Decision d) {
+        std::lock_guard lock(mu);
+        out.allowed += d.allowed;
+        out.errors += !d.error.empty();
+        if (++out.completed == n) out.took = Steady::now() - start;
+        cv.notify_all();
+      });
+    }
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, std::chrono::seconds(5), [&] { return out.completed == n; });
+    return out;
+  };
+
+  proxy.set_delay(milliseconds(60));
+  Outcome below = run("closed", "async-slow", 8);
+  ASSERT_EQ(below.completed, 8);
+  EXPECT_EQ(below.errors, 0);
+  EXPECT_EQ(below.allowed, 5) << "exact through Redis";
+  EXPECT_GE(below.took, milliseconds(60));
+
+  proxy.set_delay(milliseconds(700));
+  Outcome above = run("closed", "async-late", 20);
+  ASSERT_EQ(above.completed, 20);
+  EXPECT_EQ(above.errors, 20);
+  EXPECT_EQ(above.allowed, 0) << "failure_mode deny";
+  EXPECT_LT(above.took, milliseconds(600)) << "within the 200 ms timeout (and some slack)";
+
+  proxy.set_delay(milliseconds(0));
+  ASSERT_TRUE(RecoversWithin(limiter, Hit("closed", "async-after"), milliseconds(5000)));
+  Outcome after = run("closed", "async-after", 6);
+  ASSERT_EQ(after.completed, 6);
+  EXPECT_EQ(after.errors, 0);
+  EXPECT_EQ(after.allowed, 4) << "5 per minute, one taken by the recovery probe";
 }
 
 TEST_F(RedisFaults, ScriptFlushMidRunIsInvisible) {
