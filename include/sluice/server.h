@@ -57,6 +57,14 @@ struct ServerOptions {
   std::string admin_token;                     // "" turns the admin API off
   std::size_t max_body_bytes = 1 << 20;        // larger bodies (and gRPC messages) are refused
   unsigned http_threads = 0;                   // 0: one per core
+  // The time an HTTP connection has to deliver a complete request (headers and body) after it
+  // opened or was last answered: idle keep-alive connections are then closed, slow ones answered
+  // 408 and closed (HttpServerOptions::idle_timeout).
+  std::chrono::milliseconds http_idle_timeout{60'000};
+  // gRPC: a connection that has not completed its HTTP/2 handshake within this time is closed,
+  // and one with no call for this long gets a GOAWAY. 0 keeps gRPC's defaults (handshake within
+  // 120 s, connections without calls kept).
+  std::chrono::milliseconds grpc_idle_timeout{0};
   // Decisions through a remote store (Redis) run on this many threads, which wait for its
   // answers; with the memory store they run on the gRPC and HTTP threads themselves.
   unsigned store_threads = 64;

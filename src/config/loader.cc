@@ -1018,6 +1018,17 @@ class Reader {
   // --- the file ---
 
   void read_text(std::string_view text, RuleSource& out) {
+    // A NUL byte is not text: yaml-cpp reads it as the end of input in some places and words
+    // its refusal strangely in others ("bad character found while scanning hex number").
+    if (const std::size_t nul = text.find('\0'); nul != std::string_view::npos) {
+      const std::size_t line_start = text.rfind('\n', nul);
+      const std::size_t col = line_start == std::string_view::npos ? nul + 1 : nul - line_start;
+      const auto line =
+          1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(nul), '\n');
+      error({file_, static_cast<int>(line), static_cast<int>(col)},
+            "NUL byte: a rule file must be text (YAML or JSON)");
+      return;
+    }
     std::vector<YAML::Node> docs;
     try {
       docs = YAML::LoadAll(std::string(text));

@@ -34,6 +34,8 @@ struct ServeCommand {
   double local_share = 0;    // 0: the storage URL's (default 1/instances)
   int watch_interval_ms = 250;
   int shutdown_grace_ms = 10'000;
+  int http_idle_timeout_ms = 60'000;
+  int grpc_idle_timeout_ms = 0;
   unsigned authz_deny_status = 429;
   std::vector<std::string> authz_uri_headers;
   std::vector<std::string> authz_ip_headers;

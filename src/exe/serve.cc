@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -128,6 +129,20 @@ void add_serve_command(CLI::App& app, ServeCommand& cmd) {
       ->envname("SLUICE_SHUTDOWN_GRACE_MS")
       ->check(CLI::Range(0, 3'600'000))
       ->capture_default_str();
+  s->add_option("--http-idle-timeout-ms", cmd.http_idle_timeout_ms,
+                "How long an HTTP connection may take to deliver a complete request after it "
+                "opened or was last answered; then an idle one is closed and one that sent part "
+                "of a request is answered 408 and closed")
+      ->envname("SLUICE_HTTP_IDLE_TIMEOUT_MS")
+      ->check(CLI::Range(1, 3'600'000))
+      ->capture_default_str();
+  s->add_option("--grpc-idle-timeout-ms", cmd.grpc_idle_timeout_ms,
+                "gRPC: close connections that have not completed their HTTP/2 handshake within "
+                "this time, and send GOAWAY to those without a call for this long (0: gRPC's "
+                "defaults, a 120 s handshake and no idle limit)")
+      ->envname("SLUICE_GRPC_IDLE_TIMEOUT_MS")
+      ->check(CLI::Range(0, 3'600'000))
+      ->capture_default_str();
   s->add_option("--authz-deny-status", cmd.authz_deny_status,
                 "Status /v1/authz denies with (nginx's auth_request needs 403 or 401)")
       ->envname("SLUICE_AUTHZ_DENY_STATUS")
@@ -171,6 +186,8 @@ int run_serve(const ServeCommand& cmd) {
   o.store_threads = cmd.store_threads;
   o.watch_interval = std::chrono::milliseconds(cmd.watch_interval_ms);
   o.shutdown_grace = std::chrono::milliseconds(cmd.shutdown_grace_ms);
+  o.http_idle_timeout = std::chrono::milliseconds(cmd.http_idle_timeout_ms);
+  o.grpc_idle_timeout = std::chrono::milliseconds(cmd.grpc_idle_timeout_ms);
   o.authz.deny_status = cmd.authz_deny_status;
   if (!cmd.authz_uri_headers.empty()) o.authz.uri_headers = split_list(cmd.authz_uri_headers);
   if (!cmd.authz_ip_headers.empty()) o.authz.ip_headers = split_list(cmd.authz_ip_headers);
@@ -185,6 +202,15 @@ int run_serve(const ServeCommand& cmd) {
   if (o.http_listen.empty() && o.grpc_listen.empty()) {
     std::cerr << "sluice serve: both --http-listen and --grpc-listen are off\n";
     return 1;
+  }
+
+  // Each connection is a descriptor: raise the soft limit to the hard one (often 1,024 against
+  // 1,048,576), as nginx's worker_rlimit_nofile and Go's runtime do, so that a thousand clients
+  // do not exhaust it.
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
   }
 
   // SIGTERM and SIGINT are taken by sigwait() below: blocked here, before any thread starts, so

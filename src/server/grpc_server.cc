@@ -3,6 +3,9 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "server/convert.h"
 #include "server/http_server.h"
 
@@ -73,6 +76,12 @@ bool GrpcServer::start(const std::vector<grpc::Service*>& services, std::string&
   int selected = 0;
   builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &selected);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  if (options_.idle_timeout.count() > 0) {
+    const int ms =
+        static_cast<int>(std::min<std::int64_t>(options_.idle_timeout.count(), INT32_MAX));
+    builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, ms);
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, ms);
+  }
   for (grpc::Service* s : services)
     builder.RegisterService(s);
   server_ = builder.BuildAndStart();

@@ -64,6 +64,11 @@ class RateLimitService final : public RawRateLimitService {
 struct GrpcServerOptions {
   std::string listen = "127.0.0.1:8081";  // host:port; port 0 picks a free one
   int max_message_bytes = 1 << 20;
+  // 0 keeps gRPC's own defaults (a connection must finish its handshake within 120 s; HTTP/2
+  // connections without calls stay open). Otherwise both: a connection that has not sent its
+  // HTTP/2 preface within this time is closed, and one without a call in flight for this long
+  // gets a GOAWAY (its client reconnects when it next calls).
+  std::chrono::milliseconds idle_timeout{0};
 };
 
 // GrpcServer runs gRPC services on one listening address. The services must outlive it.

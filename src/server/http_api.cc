@@ -93,6 +93,42 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+// JsonErrorSax reads JSON without building anything, keeping the parser's message on an error.
+class JsonErrorSax final : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override { return true; }
+  bool key(string_t&) override { return true; }
+  bool end_object() override { return true; }
+  bool start_array(std::size_t) override { return true; }
+  bool end_array() override { return true; }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    message = e.what();
+    // "[json.exception.parse_error.101] parse error at line 1, column 2: ..." -> from "parse".
+    const std::size_t tag_end = message.find("] ");
+    if (message.starts_with("[json.exception.") && tag_end != std::string::npos)
+      message.erase(0, tag_end + 2);
+    return false;
+  }
+  std::string message;
+};
+
+// json_syntax_error() says where and why `text` is not JSON, e.g. "malformed JSON: parse error
+// at line 1, column 2: syntax error while parsing object key - unexpected end of input; expected
+// string literal". Never throws but std::bad_alloc.
+std::string json_syntax_error(std::string_view text) {
+  JsonErrorSax sax;
+  nlohmann::json::sax_parse(text.begin(), text.end(), &sax, nlohmann::json::input_format_t::json,
+                            true);
+  return sax.message.empty() ? "malformed JSON" : "malformed JSON: " + sax.message;
+}
+
 bool constant_time_equal(std::string_view a, std::string_view b) {
   unsigned char diff = a.size() == b.size() ? 0 : 1;
   const std::size_t n = std::max(a.size(), b.size());
@@ -204,7 +240,7 @@ HttpResponse HttpApi::check(const HttpRequest& request) {
     nlohmann::json body = nlohmann::json::parse(request.body(), nullptr, false);
     if (body.is_discarded()) {
       metrics_.record_error(Api::kCheck);
-      return error_response(http::status::bad_request, "malformed JSON");
+      return error_response(http::status::bad_request, json_syntax_error(request.body()));
     }
     std::string error;
     req = parse_request_json(body, error);

@@ -46,7 +46,8 @@ bool parse_listen(const std::string& listen, std::string& host, std::uint16_t& p
 // Session is one connection: read a request, hand it to the handler, write the response, repeat.
 class HttpServer::Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(HttpServer& server, tcp::socket socket) : server_(server), stream_(std::move(socket)) {}
+  Session(HttpServer& server, tcp::socket socket)
+      : server_(server), stream_(std::move(socket)), deadline_(stream_.get_executor()) {}
   ~Session() { server_.remove(this); }
 
   void start() {
@@ -73,7 +74,7 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(server_.options_.max_body_bytes);
     parser_->header_limit(static_cast<std::uint32_t>(server_.options_.max_header_bytes));
-    stream_.expires_after(server_.options_.idle_timeout);
+    arm(server_.options_.idle_timeout);
     http::async_read_header(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
@@ -105,6 +106,13 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_read(beast::error_code ec) {
+    if (ec == net::error::operation_aborted && timed_out_ && (busy_ || buffer_.size() != 0) &&
+        !server_.stopping_.load(std::memory_order_relaxed)) {
+      // Part of a request arrived, not all of it in time: say so rather than vanish.
+      return refuse(http::status::request_timeout,
+                    "request timeout: the request did not arrive complete within " +
+                        std::to_string(server_.options_.idle_timeout.count()) + " ms");
+    }
     if (ec == http::error::end_of_stream || ec == net::error::operation_aborted ||
         ec == beast::error::timeout || ec == net::error::eof ||
         ec == net::error::connection_reset || ec == net::error::bad_descriptor) {
@@ -122,12 +130,7 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
         status = http::status::request_header_fields_too_large;
         what = "request headers too large";
       }
-      res_ = HttpResponse(status, 11);
-      res_.set(http::field::content_type, "application/json");
-      res_.body() = "{\"error\":\"" + what + "\"}\n";
-      res_.keep_alive(false);
-      linger_ = true;
-      return write();
+      return refuse(status, what);
     }
     auto request = std::make_shared<HttpRequest>(parser_->release());
     if (server_.options_.handler_pool == nullptr) return respond(*request);
@@ -141,6 +144,37 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
             self->finish(*request);
           });
         });
+  }
+
+  // refuse() answers a request that cannot be read with `status` and {"error": what} (plain
+  // ASCII, no quotes), then closes: the stream's framing is lost.
+  void refuse(http::status status, const std::string& what) {
+    res_ = HttpResponse(status, 11);
+    res_.set(http::field::content_type, "application/json");
+    res_.body() = "{\"error\":\"" + what + "\"}\n";
+    res_.keep_alive(false);
+    linger_ = true;
+    write();
+  }
+
+  // arm() (re)starts the connection's deadline: `timeout` from now, on_deadline() runs unless
+  // arm() or close() comes first.
+  void arm(std::chrono::milliseconds timeout) {
+    timed_out_ = false;
+    deadline_.expires_after(timeout);
+    deadline_.async_wait([weak = weak_from_this()](beast::error_code ec) {
+      if (ec) return;  // re-armed or cancelled
+      if (auto self = weak.lock()) self->on_deadline();
+    });
+  }
+
+  // on_deadline() cancels what the connection waits for: a read then ends in on_read() (which
+  // answers 408 if part of a request came, or closes), a write in close(). Not beast's own
+  // stream timeout, which closes the socket and so leaves no way to answer.
+  void on_deadline() {
+    timed_out_ = true;
+    beast::error_code ec;
+    stream_.socket().cancel(ec);
   }
 
   // handle() runs the handler; an exception becomes a 500.
@@ -170,6 +204,7 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
   }
 
   void write() {
+    arm(server_.options_.idle_timeout);  // a client that does not read its answer is cut off
     res_.prepare_payload();
     if (head_) res_.body().clear();  // HEAD: the headers of a GET, Content-Length included
     head_ = false;
@@ -200,6 +235,7 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
 
   void close() {
     busy_ = false;
+    deadline_.cancel();
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
     stream_.socket().close(ec);
@@ -210,6 +246,8 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpResponse res_;
+  boost::asio::steady_timer deadline_;  // HttpServerOptions::idle_timeout, see arm()
+  bool timed_out_ = false;              // the deadline passed since the last arm()
   bool busy_ = false;  // a request is being read past its header, handled or answered
   bool linger_ = false;
   bool head_ = false;
@@ -218,7 +256,10 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
 };
 
 HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler)
-    : options_(std::move(options)), handler_(std::move(handler)), acceptor_(io_) {}
+    : options_(std::move(options)),
+      handler_(std::move(handler)),
+      acceptor_(net::make_strand(io_)),  // accepts, their retry timer and close: one at a time
+      accept_retry_(acceptor_.get_executor()) {}
 
 HttpServer::~HttpServer() {
   shutdown(std::chrono::milliseconds(0));
@@ -264,8 +305,14 @@ void HttpServer::accept() {
     } else if (ec == net::error::operation_aborted) {
       return;
     } else {
-      // Out of descriptors, say: log and go on accepting once the moment has passed.
-      spdlog::warn("http accept: {}", ec.message());
+      // Out of descriptors, say: the connection stays queued and accepting again at once fails
+      // at once, a loop that would take a core. Log, wait a moment, then accept again.
+      spdlog::warn("http accept: {} (accepting again in 50 ms)", ec.message());
+      accept_retry_.expires_after(std::chrono::milliseconds(50));
+      accept_retry_.async_wait([this](beast::error_code wec) {
+        if (!wec && !stopping_.load()) accept();
+      });
+      return;
     }
     accept();
   });
@@ -288,6 +335,7 @@ void HttpServer::shutdown(std::chrono::milliseconds grace) {
   net::post(acceptor_.get_executor(), [this] {
     beast::error_code ec;
     acceptor_.close(ec);
+    accept_retry_.cancel();
   });
   std::vector<std::shared_ptr<Session>> live;
   {

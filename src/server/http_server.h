@@ -9,6 +9,7 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <chrono>
@@ -32,10 +33,15 @@ using HttpResponse = http::response<http::string_body>;
 using HttpHandler = std::function<HttpResponse(HttpRequest& request)>;
 
 struct HttpServerOptions {
-  std::string listen = "127.0.0.1:8080";  // host:port; port 0 picks a free one
-  unsigned threads = 0;                   // 0: one per core
-  std::size_t max_body_bytes = 1 << 20;   // larger bodies get 413
-  std::size_t max_header_bytes = 16 << 10;
+  std::string listen = "127.0.0.1:8080";    // host:port; port 0 picks a free one
+  unsigned threads = 0;                     // 0: one per core
+  std::size_t max_body_bytes = 1 << 20;     // larger bodies get 413
+  std::size_t max_header_bytes = 16 << 10;  // larger request lines + headers get 431
+  // The time a connection has to deliver one complete request (headers and body), counted from
+  // when it opened or was last answered. An idle keep-alive connection is then closed; one that
+  // sent part of a request (a slow client, a body shorter than its Content-Length) is answered
+  // 408 and closed. So a connection holds the server's resources this long at most between
+  // answers, however slowly it sends.
   std::chrono::milliseconds idle_timeout{60'000};
   // Where handlers run: null, on the I/O threads (for handlers that never block); otherwise on
   // this pool (for handlers that wait on a remote store), the I/O threads carrying on meanwhile.
@@ -77,6 +83,7 @@ class HttpServer {
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;
   boost::asio::io_context io_;
   boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::steady_timer accept_retry_;  // after a failed accept (out of descriptors)
   std::vector<std::thread> threads_;
   std::uint16_t port_ = 0;
   bool shut_down_ = false;

@@ -83,6 +83,7 @@ bool Server::start(std::string& error) {
     http.listen = o.http_listen;
     http.threads = o.http_threads;
     http.max_body_bytes = o.max_body_bytes;
+    http.idle_timeout = o.http_idle_timeout;
     http.handler_pool = s.pool.get();
     s.http = std::make_unique<server::HttpServer>(
         http, [api = s.api.get()](server::HttpRequest& req) { return api->handle(req); });
@@ -93,6 +94,7 @@ bool Server::start(std::string& error) {
     server::GrpcServerOptions grpc;
     grpc.listen = o.grpc_listen;
     grpc.max_message_bytes = static_cast<int>(std::min<std::size_t>(o.max_body_bytes, 1u << 30));
+    grpc.idle_timeout = o.grpc_idle_timeout;
     s.grpc = std::make_unique<server::GrpcServer>(grpc);
     if (!s.grpc->start({s.rls.get()}, error)) {
       if (s.http) s.http->shutdown(std::chrono::milliseconds(0));

@@ -1,7 +1,6 @@
 // The server end to end, in process: Envoy's RLS v3 over gRPC through the generated stub,
 // Envoy's /json endpoint with the matching cases of the core, /v1/check and its headers,
 // /v1/authz, the admin API (tokens, limits, bad input), metrics and health.
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <string>
@@ -10,6 +9,7 @@
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "server/fixture_rules.h"
+#include "server/raw_client.h"
 #include "server/server_fixture.h"
 
 namespace sluice::testing {
@@ -242,26 +242,8 @@ TEST_F(GrpcTest, EmptyDomainOrNoDescriptorsIsInvalidArgument) {
 }
 
 TEST_F(GrpcTest, MalformedProtobufIsRefusedAndChangesNothing) {
-  grpc::GenericStub generic(channel_);
-  const std::string garbage = "\xff\xff\xff\xff\x0f garbage that is not a RateLimitRequest";
-  grpc::Slice slice(garbage);
-  grpc::ByteBuffer in(&slice, 1);
-  grpc::ByteBuffer out;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  grpc::Status status;
-  generic.UnaryCall(&ctx, "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
-                    grpc::StubOptions(), &in, &out, [&](grpc::Status s) {
-                      std::lock_guard<std::mutex> lock(mu);
-                      status = s;
-                      done = true;
-                      cv.notify_all();
-                    });
-  std::unique_lock<std::mutex> lock(mu);
-  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return done; }));
+  const grpc::Status status = raw_grpc_call(
+      channel_, kShouldRateLimit, "\xff\xff\xff\xff\x0f garbage that is not a RateLimitRequest");
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(status.error_message(), "malformed RateLimitRequest: not a valid protobuf message");
   rls::RateLimitResponse resp;
