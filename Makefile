@@ -4,7 +4,7 @@ GENERATOR  ?= Ninja
 CMAKE_ARGS ?=
 JOBS       ?= $(shell nproc)
 
-.PHONY: deps build run demo test test-plain test-asan test-tsan bench bench-peers bench-peers-smoke bench-scaling format format-check clean
+.PHONY: deps build run demo test test-plain test-asan test-tsan bench bench-peers bench-peers-smoke bench-scaling soak soak-smoke format format-check clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -25,8 +25,8 @@ demo: build
 	@$(BUILD)/bin/sluice demo --config examples
 
 # Every test: plain, then under address+undefined and thread sanitizers; then a few seconds of
-# each system of the peer benchmarks, so that the script never rots.
-test: deps format-check test-plain test-asan test-tsan bench-peers-smoke
+# each system of the peer benchmarks, so that the script never rots; then a 60 s soak.
+test: deps format-check test-plain test-asan test-tsan bench-peers-smoke soak-smoke
 
 test-plain: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -56,6 +56,14 @@ bench-peers-smoke: build
 # minute); writes $(BUILD)/bench/scaling.jsonl and docs/img/scaling.png (needs python3-matplotlib).
 bench-scaling: build
 	@bash scripts/bench-scaling.sh $(BUILD)
+
+# `sluice serve` under steady load for 10 minutes, its RSS sampled every second; fails if RSS
+# grows after warm-up (scripts/soak.sh; docs/reliability-resources.md). soak-smoke: 60 s.
+soak: build
+	@bash scripts/soak.sh $(BUILD)
+
+soak-smoke: build
+	@bash scripts/soak.sh --smoke $(BUILD)
 
 format:
 	@clang-format -i $$(git ls-files '*.h' '*.cc')
