@@ -67,6 +67,14 @@ class Store {
     done.applied(apply(hits, now, out));
   }
 
+  // prefetch() is a hint that apply() will soon be called on `hits`: a store may start loading
+  // the states behind their keys into the CPU's cache (the memory store does), so that the memory
+  // loads of several requests decided one after another overlap instead of each waiting in turn
+  // (Limiter::decide_batch() calls it a few requests ahead). It decides nothing, changes no state
+  // and never changes a verdict: calling it or not is the same to every later apply(). The
+  // default does nothing. Thread-safe; does not throw.
+  virtual void prefetch(std::span<const Hit> hits) noexcept { static_cast<void>(hits); }
+
   // name() describes the store for logs ("memory", "redis://...").
   virtual std::string name() const = 0;
 

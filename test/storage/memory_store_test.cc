@@ -185,5 +185,63 @@ TEST(MemoryStore, ThreadsOnManyKeysWithMultiHitRequests) {
   EXPECT_EQ(v.remaining, 1000u) << "denied requests consumed nothing globally";
 }
 
+// prefetch() is only a hint: on an empty store, on unknown keys, on keys of every shard and
+// with nothing at all, it tracks nothing and changes no verdict.
+TEST(MemoryStore, PrefetchTracksNothingAndChangesNoVerdict) {
+  MemoryStore store({.max_keys = 10'000, .shards = 4});
+  MemoryStore control({.max_keys = 10'000, .shards = 4});
+  store.prefetch({});
+  std::vector<std::string> keys;
+  for (int i = 0; i < 200; ++i)
+    keys.push_back("key-" + std::to_string(i));
+  std::vector<Hit> hits;
+  for (const std::string& k : keys)
+    hits.push_back(Hit{k, &kMinute, 1, true});
+  hits.push_back(Hit{"", &kMinute, 1, true});
+  store.prefetch(hits);  // every shard's table is still empty
+  EXPECT_EQ(store.size(), 0u);
+  for (int round = 0; round < 12; ++round) {
+    store.prefetch(hits);
+    for (const std::string& k : keys) {
+      const Verdict got = Apply(store, k, kMinute, kStart + round);
+      const Verdict want = Apply(control, k, kMinute, kStart + round);
+      ASSERT_EQ(got.allowed, want.allowed) << k;
+      ASSERT_EQ(got.remaining, want.remaining) << k;
+    }
+    store.prefetch(hits);
+  }
+  EXPECT_EQ(store.size(), keys.size());
+  EXPECT_FALSE(Apply(store, "key-0", kMinute, kStart).allowed);
+}
+
+// prefetch() reads each shard's table address without the lock while other threads grow the
+// table: under ThreadSanitizer this must report no race.
+TEST(MemoryStore, PrefetchWhileTablesGrow) {
+  MemoryStore store({.max_keys = 100'000, .shards = 1});
+  std::atomic<bool> done{false};
+  std::thread prefetcher([&] {
+    std::vector<std::string> keys;
+    for (int i = 0; i < 64; ++i)
+      keys.push_back("key-" + std::to_string(i * 997));
+    std::vector<Hit> hits;
+    for (const std::string& k : keys)
+      hits.push_back(Hit{k, &kMinute, 1, true});
+    while (!done.load())
+      store.prefetch(hits);
+  });
+  std::vector<std::thread> inserters;
+  for (int t = 0; t < 2; ++t) {
+    inserters.emplace_back([&, t] {
+      for (int i = t; i < 60'000; i += 2)
+        Apply(store, "key-" + std::to_string(i), kMinute, kStart);
+    });
+  }
+  for (auto& th : inserters)
+    th.join();
+  done = true;
+  prefetcher.join();
+  EXPECT_EQ(store.size(), 60'000u);
+}
+
 }  // namespace
 }  // namespace sluice

@@ -171,6 +171,12 @@ Verdict run_step(Entry* e, const LimitSpec& spec, std::uint64_t cost, Micros now
   return Verdict{};
 }
 
+// home_slot() maps a hash onto a table of `size` slots without a power-of-two size (Lemire's
+// multiply-shift).
+std::size_t home_slot(std::uint64_t h2, std::size_t size) noexcept {
+  return static_cast<std::size_t>((u128(h2) * size) >> 64);
+}
+
 }  // namespace
 
 struct MemoryStore::Located {
@@ -194,6 +200,12 @@ struct alignas(64) MemoryStore::Shard {
   std::uint32_t tick = 0;                     // accesses so far: the LRU clock
   std::uint64_t rng = 0x9E3779B97F4A7C15ull;  // xorshift state for eviction samples
   Slots slots;
+  // Where `slots` is and how many it holds, for prefetch() to read without the lock. Written
+  // under the lock whenever the table moves; read relaxed, so a reader may see a stale or
+  // mismatched pair: prefetch() only prefetches through it (never loads), and a prefetch of
+  // freed or unmapped memory does nothing.
+  std::atomic<std::uintptr_t> table_address{0};
+  std::atomic<std::size_t> table_size{0};
 
   ~Shard() {
     for (Entry& e : slots) {
@@ -202,10 +214,7 @@ struct alignas(64) MemoryStore::Shard {
   }
 
   std::size_t max_slots() const noexcept { return std::size_t{capacity} * 4 / 3 + 8; }
-  // home() maps a hash onto the table without a power-of-two size (Lemire's multiply-shift).
-  std::size_t home(std::uint64_t h2) const noexcept {
-    return static_cast<std::size_t>((u128(h2) * slots.size()) >> 64);
-  }
+  std::size_t home(std::uint64_t h2) const noexcept { return home_slot(h2, slots.size()); }
   std::size_t next(std::size_t i) const noexcept { return i + 1 == slots.size() ? 0 : i + 1; }
   // distance() is how far `to` lies after `from`, wrapping around the table.
   std::size_t distance(std::size_t from, std::size_t to) const noexcept {
@@ -237,6 +246,8 @@ struct alignas(64) MemoryStore::Shard {
         std::min(std::max<std::size_t>(slots.size() + slots.size() / 4, 16), max_slots());
     Slots old(size);
     old.swap(slots);
+    table_address.store(reinterpret_cast<std::uintptr_t>(slots.data()), std::memory_order_relaxed);
+    table_size.store(slots.size(), std::memory_order_relaxed);
     for (const Entry& e : old) {
       if (e.used) place(e);
     }
@@ -341,21 +352,37 @@ MemoryStore::MemoryStore(MemoryStoreOptions options) {
 
 MemoryStore::~MemoryStore() = default;
 
+MemoryStore::Located MemoryStore::locate(std::string_view key) const noexcept {
+  const XXH128_hash_t hash = XXH3_128bits_withSeed(key.data(), key.size(), seed_);
+  const std::size_t shard =
+      shard_count_ == 1 ? 0 : static_cast<std::size_t>(hash.high64 >> shard_shift_);
+  return Located{hash.high64, hash.low64, shard};
+}
+
+void MemoryStore::prefetch(std::span<const Hit> hits) noexcept {
+  for (const Hit& h : hits) {
+    const Located at = locate(h.key);
+    const Shard& s = shards_[at.shard];
+    const std::size_t size = s.table_size.load(std::memory_order_relaxed);
+    if (size == 0) continue;
+    // Integer arithmetic: with a stale pair the address may lie outside any live table, which a
+    // prefetch tolerates and pointer arithmetic would not.
+    const std::uintptr_t slot =
+        s.table_address.load(std::memory_order_relaxed) + home_slot(at.h2, size) * sizeof(Entry);
+    __builtin_prefetch(reinterpret_cast<const void*>(slot), 0, 3);
+    __builtin_prefetch(reinterpret_cast<const void*>(slot + sizeof(Entry)), 0, 3);
+  }
+}
+
 StoreStatus MemoryStore::apply(std::span<const Hit> hits, Micros now,
                                std::span<Verdict> out) noexcept {
   const std::size_t n = hits.size();
   if (n == 0) return {};
-  auto locate = [&](const Hit& h) {
-    const XXH128_hash_t hash = XXH3_128bits_withSeed(h.key.data(), h.key.size(), seed_);
-    const std::size_t shard =
-        shard_count_ == 1 ? 0 : static_cast<std::size_t>(hash.high64 >> shard_shift_);
-    return Located{hash.high64, hash.low64, shard};
-  };
 
   if (n == 1) {
     // The common case: one limit, one shard, one step.
     const Hit& h = hits[0];
-    const Located at = locate(h);
+    const Located at = locate(h.key);
     Shard& s = shards_[at.shard];
     std::lock_guard guard(s.lock);
     Entry* e = s.entry(at.h1, at.h2, h.spec->algorithm, now, false);
@@ -376,7 +403,7 @@ StoreStatus MemoryStore::apply(std::span<const Hit> hits, Micros now,
   std::vector<std::size_t> order;
   order.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
-    located[i] = locate(hits[i]);
+    located[i] = locate(hits[i].key);
     order.push_back(located[i].shard);
   }
   std::sort(order.begin(), order.end());
