@@ -502,7 +502,7 @@ TEST_F(BadInputTest, AdminPutRefusesBadRulesAndKeepsServing) {
        "test.yaml:4:5: unknown key 'bogus'"},
       {std::string("domain: test\ndescriptors:\n  - key: k\0x\n", 38) +
            "    rate_limit: {unit: second, requests_per_unit: 1}\n",
-       400, "NUL byte"},
+       400, "test.yaml:3:11: NUL byte: a rule file must be text (YAML or JSON)"},
       {"domain: other\ndescriptors: []\n", 400, "URL names \\\"test\\\""},
   };
   for (const BodyCase& c : cases) {
