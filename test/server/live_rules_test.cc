@@ -14,29 +14,14 @@ namespace {
 using nlohmann::json;
 using SteadyClock = std::chrono::steady_clock;
 
-std::string live_rules(int limit) {
-  return "domain: live\ndescriptors:\n  - key: k\n    rate_limit: {unit: minute, "
-         "requests_per_unit: " +
-         std::to_string(limit) + "}\n";
-}
-
 // current_limit() asks, without consuming, which limit applies to live/k now (-1 on failure).
 int current_limit(const ServerHarness& h) {
-  json req = json::parse(envoy_json("live", {{"k", "probe"}}));
-  req["descriptors"][0]["hitsAddend"] = 0;
-  HttpReply r = h.post("/json", req.dump());
-  if (r.status != 200) return -1;
-  json j = json::parse(r.body, nullptr, false);
-  if (j.is_discarded()) return -1;
-  return j["statuses"][0]["currentLimit"].value("requestsPerUnit", -1);
+  return testing::current_limit(h.http_port(), "live", "k");
 }
 
 // reload_errors() reads sluice_rule_reloads_total{result="error"} from /metrics.
 long reload_errors(const ServerHarness& h) {
-  const std::string text = http_request(h.http_port(), "GET", "/metrics").body;
-  const std::string series = "sluice_rule_reloads_total{result=\"error\"} ";
-  const std::size_t at = text.find(series);
-  return at == std::string::npos ? -1 : std::stol(text.substr(at + series.size()));
+  return testing::reload_errors(h.http_port());
 }
 
 // wait_for_limit() polls until `limit` applies; returns how long it took (or a huge value).

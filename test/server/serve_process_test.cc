@@ -150,6 +150,47 @@ TEST(ServeProcess, SigtermStopsGracefullyWithExitZero) {
   EXPECT_NE(serve.log().find("SIGTERM: stopping"), std::string::npos) << serve.log();
 }
 
+// The rules directory, then a rule file, made unreadable by their permissions. Tests run as root,
+// which permissions do not stop, so `sluice serve` runs here as nobody (65534). Each time the
+// server logs that the rules were not reloaded, counts the error, and keeps deciding with the last
+// good rules; readable again and changed, the next version is taken.
+TEST(ServeProcess, UnreadableRulesKeepTheLastGoodRulesUntilReadableAgain) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root, to run sluice serve as nobody";
+  TempDir rules;
+  ::chmod(rules.path().c_str(), 0755);
+  rules.write("live.yaml", live_rules(10));
+  const std::string file = rules.path() + "/live.yaml";
+  ::chmod(file.c_str(), 0644);
+  ServeProcess serve({.args = {"--config", rules.path(), "--watch-interval-ms", "20"},
+                      .grpc = false,
+                      .user = std::pair<uid_t, gid_t>{65534, 65534}});
+  const int port = serve.http_port();
+  ASSERT_EQ(current_limit(port, "live", "k"), 10) << serve.log();
+
+  // The directory: mode 000.
+  long errors = reload_errors(port);
+  ASSERT_EQ(::chmod(rules.path().c_str(), 0), 0);
+  EXPECT_TRUE(eventually([&] { return reload_errors(port) > errors; })) << serve.log();
+  EXPECT_NE(serve.log().find("Permission denied"), std::string::npos) << serve.log();
+  EXPECT_NE(serve.log().find("rules not reloaded"), std::string::npos) << serve.log();
+  EXPECT_EQ(current_limit(port, "live", "k"), 10);
+  ::chmod(rules.path().c_str(), 0755);
+  rules.write("live.yaml", live_rules(11));
+  EXPECT_TRUE(eventually([&] { return current_limit(port, "live", "k") == 11; })) << serve.log();
+
+  // The file: mode 000.
+  errors = reload_errors(port);
+  ASSERT_EQ(::chmod(file.c_str(), 0), 0);
+  EXPECT_TRUE(eventually([&] { return reload_errors(port) > errors; })) << serve.log();
+  EXPECT_EQ(current_limit(port, "live", "k"), 11);
+  rules.write("live.yaml", live_rules(12));
+  ::chmod(file.c_str(), 0644);
+  EXPECT_TRUE(eventually([&] { return current_limit(port, "live", "k") == 12; })) << serve.log();
+
+  const int status = serve.terminate(std::chrono::seconds(15));
+  EXPECT_TRUE(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
 TEST(ServeProcess, BadRulesOrFlagsRefuseToStart) {
   TempDir dir;
   dir.write("bad.yaml", "domain: x\ndescriptors:\n  - key: k\n    rate_limit: {unit: eon}\n");

@@ -5,11 +5,14 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -102,6 +105,48 @@ inline std::string envoy_json(const std::string& domain,
   for (const auto& [k, v] : entries)
     d["entries"].push_back({{"key", k}, {"value", v}});
   return nlohmann::json{{"domain", domain}, {"descriptors", {d}}}.dump();
+}
+
+// eventually() polls `done` every 10 ms until it holds or `bound` has passed (waiting for a
+// watcher or a process, never for a limit's window); whether it held.
+inline bool eventually(const std::function<bool()>& done,
+                       std::chrono::milliseconds bound = std::chrono::seconds(5)) {
+  const auto deadline = std::chrono::steady_clock::now() + bound;
+  while (!done() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return done();
+}
+
+// live_rules() is the rule file of domain "live": key k, `limit` per minute.
+inline std::string live_rules(int limit) {
+  return "domain: live\ndescriptors:\n  - key: k\n    rate_limit: {unit: minute, "
+         "requests_per_unit: " +
+         std::to_string(limit) + "}\n";
+}
+
+// current_limit() asks /json on 127.0.0.1:port, without consuming, which requests_per_unit applies
+// to `domain` with key=probe now (-1 on failure, or when none applies).
+inline int current_limit(int port, const std::string& domain, const std::string& key) {
+  nlohmann::json req = nlohmann::json::parse(envoy_json(domain, {{key, "probe"}}));
+  req["descriptors"][0]["hitsAddend"] = 0;
+  HttpReply r =
+      http_request(port, "POST", "/json", {{"Content-Type", "application/json"}}, req.dump());
+  if (r.status != 200) return -1;
+  nlohmann::json j = nlohmann::json::parse(r.body, nullptr, false);
+  if (j.is_discarded() || !j.contains("statuses") || j["statuses"].empty() ||
+      !j["statuses"][0].contains("currentLimit")) {
+    return -1;  // no limit applies
+  }
+  return j["statuses"][0]["currentLimit"].value("requestsPerUnit", -1);
+}
+
+// reload_errors() reads sluice_rule_reloads_total{result="error"} from /metrics on
+// 127.0.0.1:port (-1 if absent).
+inline long reload_errors(int port) {
+  const std::string text = http_request(port, "GET", "/metrics").body;
+  const std::string series = "sluice_rule_reloads_total{result=\"error\"} ";
+  const std::size_t at = text.find(series);
+  return at == std::string::npos ? -1 : std::stol(text.substr(at + series.size()));
 }
 
 }  // namespace sluice::testing
