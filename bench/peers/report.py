@@ -149,10 +149,11 @@ def report(results):
             rows.append([WORKLOAD_NAMES[w], "sluice library eventual fixed", "Redis decide script (ceiling)", f"{s['decisions_per_s'] / c['decisions_per_s']:.1f}×"])
         if r and c:
             ratio = r["decisions_per_s"] / c["decisions_per_s"]
-            # Above the ceiling means Redis was not asked: the over-limit cache answered.
-            shown = f"{ratio:.1%} ✓" if ratio <= 1.5 else f"{ratio:.0f}× (over-limit cache)"
-            if ratio < 0.85:
-                shown = f"{ratio:.1%} ✗"
+            # The ceiling is one request per script call. sluice passes it by sending the requests
+            # that wait while a call is out as one call, and on a hot key by not asking Redis at
+            # all (the over-limit cache).
+            shown = f"{ratio:.1%}" if ratio < 2 else f"{ratio:.1f}×"
+            shown += " ✓" if ratio >= 0.85 else " ✗"
             rows.append([WORKLOAD_NAMES[w], "sluice library redis fixed", "Redis decide script (ceiling)", shown])
     if rows:
         parts.append("### sluice against each peer\n\nTargets: 5× each library peer on the same workload and storage; 85 % of a ceiling (✓ met, ✗ not).\n\n" + table(rows, ["workload", "sluice", "against", "ratio"]))
