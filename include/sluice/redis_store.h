@@ -26,6 +26,18 @@ namespace redis {
 class Batcher;
 }
 
+// RedisTlsOptions configures TLS to Redis (rediss://, docs/storage.md "TLS"). With TLS on, the
+// server's certificate chain is verified against ca_file and must name the host (or
+// server_name) connected to, which is also sent as SNI; TLS 1.2 or later.
+struct RedisTlsOptions {
+  bool enabled = false;
+  std::string ca_file;      // PEM CAs that verify the server; "" uses the system's default CAs
+  std::string cert_file;    // a client certificate chain (PEM), for Redis's tls-auth-clients
+  std::string key_file;     // its private key (PEM); needed with cert_file
+  std::string server_name;  // the name checked in the certificate and sent as SNI; "": the host
+  bool verify = true;       // false accepts any certificate (encryption without authentication)
+};
+
 struct RedisStoreOptions {
   std::string host = "127.0.0.1";
   int port = 6379;
@@ -33,6 +45,7 @@ struct RedisStoreOptions {
   std::string username;   // AUTH username password (ACL) when set
   std::string password;   // AUTH password when set
   int database = 0;
+  RedisTlsOptions tls;  // not with unix_path
   std::size_t connections = 2;
   std::chrono::milliseconds connect_timeout{1000};
   std::chrono::milliseconds command_timeout{250};

@@ -4,6 +4,7 @@
 //   redis://[user:password@]host[:port][/db][?option=value&...]
 //   redis+unix:///path/to/redis.sock[?db=N&option=value&...]
 //   redis+cluster://[user:password@]host:port[,host:port...][?option=value&...]
+//   rediss://... and rediss+cluster://...: the same over TLS (docs/storage.md, "TLS")
 //
 // Redis options: prefix (key prefix, default "sluice:"), connections (default 2, per node for a
 // cluster), timeout_ms (command timeout, default 250), connect_timeout_ms (default 1000),
@@ -16,6 +17,10 @@
 // password may be percent-encoded. redis+cluster:// takes seed nodes (any reachable one yields
 // the slot map; the port defaults to 6379), the same options except db (a cluster has only
 // database 0), and max_redirects (MOVED/ASK/TRYAGAIN followed per decision, default 5).
+// rediss:// and rediss+cluster:// take tls_ca (PEM CAs that verify the server; default the
+// system's), tls_cert and tls_key (a client certificate and its key), tls_server_name (the name
+// the certificate must carry and SNI; default the host) and tls_verify=off (accept any
+// certificate); file paths may be percent-encoded. redis+unix:// has no TLS.
 #pragma once
 
 #include <memory>

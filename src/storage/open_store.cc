@@ -92,6 +92,22 @@ bool redis_option(std::string_view key, std::string_view value, RedisStoreOption
     auto v = number(1, 60'000);
     if (!v) return false;
     o.sync_interval = std::chrono::milliseconds(*v);
+  } else if (key == "tls_ca" || key == "tls_cert" || key == "tls_key" || key == "tls_server_name") {
+    auto decoded = percent_decode(value);
+    if (!decoded || decoded->empty()) {
+      error = "storage URL: " + std::string(key) + " needs a value (percent-encoded)";
+      return false;
+    }
+    (key == "tls_ca"     ? o.tls.ca_file
+     : key == "tls_cert" ? o.tls.cert_file
+     : key == "tls_key"  ? o.tls.key_file
+                         : o.tls.server_name) = *decoded;
+  } else if (key == "tls_verify") {
+    if (value != "on" && value != "off") {
+      error = "storage URL: tls_verify must be 'on' or 'off', got '" + std::string(value) + "'";
+      return false;
+    }
+    o.tls.verify = value == "on";
   } else if (key == "local_share") {
     double share = -1;
     const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), share);
@@ -102,9 +118,27 @@ bool redis_option(std::string_view key, std::string_view value, RedisStoreOption
     }
     o.local_share = share;
   } else {
-    error = "storage URL: unknown option '" + std::string(key) +
-            "' (known: prefix, connections, timeout_ms, connect_timeout_ms, grace_ms, db, time, "
-            "over_limit_cache, consistency, sync_interval_ms, local_share)";
+    error =
+        "storage URL: unknown option '" + std::string(key) +
+        "' (known: prefix, connections, timeout_ms, connect_timeout_ms, grace_ms, db, time, "
+        "over_limit_cache, consistency, sync_interval_ms, local_share, tls_ca, tls_cert, tls_key, "
+        "tls_server_name, tls_verify)";
+    return false;
+  }
+  return true;
+}
+
+// tls_options_fit() refuses tls_* options on a URL without TLS, and a client certificate
+// without its key (or the other way round).
+bool tls_options_fit(const RedisTlsOptions& tls, std::string& error) {
+  const bool any = !tls.ca_file.empty() || !tls.cert_file.empty() || !tls.key_file.empty() ||
+                   !tls.server_name.empty() || !tls.verify;
+  if (!tls.enabled && any) {
+    error = "storage URL: tls_* options need TLS: rediss:// or rediss+cluster://";
+    return false;
+  }
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    error = "storage URL: tls_cert and tls_key go together (a client certificate and its key)";
     return false;
   }
   return true;
@@ -144,12 +178,13 @@ bool parse_query(std::string_view query, RedisStoreOptions& o, std::string& erro
       if (cluster != nullptr && error.find("unknown option") != std::string::npos) {
         error = "storage URL: unknown option '" + std::string(key) +
                 "' (known: prefix, connections, timeout_ms, connect_timeout_ms, grace_ms, time, "
-                "over_limit_cache, consistency, sync_interval_ms, local_share, max_redirects)";
+                "over_limit_cache, consistency, sync_interval_ms, local_share, tls_ca, tls_cert, "
+                "tls_key, tls_server_name, tls_verify, max_redirects)";
       }
       return false;
     }
   }
-  return true;
+  return tls_options_fit(o.tls, error);
 }
 
 // Takes `[user[:password]@]` off the front of `rest` into the config.
@@ -258,7 +293,7 @@ bool parse_storage_url(std::string_view url, StorageConfig& config, std::string&
   const std::size_t scheme_end = url.find("://");
   if (scheme_end == std::string_view::npos) {
     error = "storage URL '" + std::string(url) +
-            "': expected memory://, redis://host:port, redis+unix:///path, "
+            "': expected memory://, redis://host:port, rediss://host:port, redis+unix:///path, "
             "redis+cluster://host:port,host:port";
     return false;
   }
@@ -306,14 +341,16 @@ bool parse_storage_url(std::string_view url, StorageConfig& config, std::string&
     o.unix_path = std::string(rest);
     return parse_query(query, o, error);
   }
-  if (scheme == "rediss") {
-    error = "storage URL: rediss:// (TLS) is not supported yet";
-    return false;
-  }
   if (scheme == "redis+cluster") return parse_cluster_url(rest, query, config, error);
-  if (scheme != "redis") {
+  if (scheme == "rediss+cluster") {
+    config.cluster.node.tls.enabled = true;
+    return parse_cluster_url(rest, query, config, error);
+  }
+  if (scheme == "rediss") {
+    o.tls.enabled = true;
+  } else if (scheme != "redis") {
     error = "storage URL: unknown scheme '" + std::string(scheme) +
-            "' (expected memory, redis, redis+unix, redis+cluster)";
+            "' (expected memory, redis, rediss, redis+unix, redis+cluster, rediss+cluster)";
     return false;
   }
   // [user:password@]host[:port][/db]
@@ -330,7 +367,7 @@ bool parse_storage_url(std::string_view url, StorageConfig& config, std::string&
       o.database = static_cast<int>(*v);
     }
   }
-  if (!parse_host_port(rest, o.host, o.port, "redis", error)) return false;
+  if (!parse_host_port(rest, o.host, o.port, scheme, error)) return false;
   return parse_query(query, o, error);
 }
 

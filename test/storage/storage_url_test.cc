@@ -177,5 +177,42 @@ TEST(StorageUrl, BadUrlsSayWhatIsWrong) {
   EXPECT_FALSE(error.empty());
 }
 
+TEST(StorageUrl, RedissTurnsTlsOnWithItsOptions) {
+  const StorageConfig plain = Parse("redis://h:1");
+  EXPECT_FALSE(plain.redis.tls.enabled);
+
+  const StorageConfig c = Parse(
+      "rediss://u:p@cache.internal:6380/2?tls_ca=/etc/ca.pem&tls_cert=/etc/c%20d.pem&tls_key=/k&"
+      "tls_server_name=redis.example");
+  EXPECT_EQ(c.kind, StorageConfig::Kind::kRedis);
+  EXPECT_TRUE(c.redis.tls.enabled);
+  EXPECT_TRUE(c.redis.tls.verify);
+  EXPECT_EQ(c.redis.host, "cache.internal");
+  EXPECT_EQ(c.redis.port, 6380);
+  EXPECT_EQ(c.redis.database, 2);
+  EXPECT_EQ(c.redis.tls.ca_file, "/etc/ca.pem");
+  EXPECT_EQ(c.redis.tls.cert_file, "/etc/c d.pem");
+  EXPECT_EQ(c.redis.tls.key_file, "/k");
+  EXPECT_EQ(c.redis.tls.server_name, "redis.example");
+  EXPECT_FALSE(Parse("rediss://h?tls_verify=off").redis.tls.verify);
+
+  const StorageConfig cluster = Parse("rediss+cluster://a:7000,b:7001?tls_ca=/ca.pem");
+  EXPECT_EQ(cluster.kind, StorageConfig::Kind::kRedisCluster);
+  EXPECT_TRUE(cluster.cluster.node.tls.enabled);
+  EXPECT_EQ(cluster.cluster.node.tls.ca_file, "/ca.pem");
+  EXPECT_EQ(cluster.cluster.seeds.size(), 2u);
+  EXPECT_FALSE(Parse("redis+cluster://a:7000").cluster.node.tls.enabled);
+}
+
+TEST(StorageUrl, TlsOptionsWithoutTlsAreRefused) {
+  EXPECT_NE(ErrorOf("redis://h?tls_ca=/ca.pem").find("rediss://"), std::string::npos);
+  EXPECT_NE(ErrorOf("redis+unix:///r.sock?tls_ca=/ca.pem").find("rediss://"), std::string::npos);
+  EXPECT_NE(ErrorOf("redis+cluster://a:1?tls_verify=off").find("rediss"), std::string::npos);
+  EXPECT_NE(ErrorOf("rediss://h?tls_cert=/c.pem").find("together"), std::string::npos);
+  EXPECT_NE(ErrorOf("rediss://h?tls_verify=maybe").find("tls_verify"), std::string::npos);
+  EXPECT_NE(ErrorOf("rediss://h?tls_ca=").find("tls_ca"), std::string::npos);
+  EXPECT_NE(ErrorOf("rediss://").find("rediss://host"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace sluice

@@ -16,6 +16,8 @@
 
 #include <hiredis/hiredis.h>
 #include <linux/futex.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -28,12 +30,16 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <condition_variable>
 #include <ctime>
 #include <deque>
 #include <mutex>
+#include <optional>
+#include <stdexcept>
 #include <thread>
 #include <utility>
 
@@ -52,6 +58,38 @@ std::string Endpoint::to_string() const {
 namespace {
 
 constexpr std::size_t kReadBufferSize = 64 * 1024;
+
+// tls_context() builds the TLS client context of `tls` (TLS 1.2 or later, the server verified
+// against ca_file unless verify is off, the client certificate if given); throws
+// std::runtime_error naming the file that cannot be used.
+std::unique_ptr<asio::ssl::context> tls_context(const RedisTlsOptions& tls) {
+  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+  boost::system::error_code ec;
+  auto check = [&ec](const char* what, const std::string& file) {
+    if (ec) {
+      throw std::runtime_error("redis TLS: cannot use " + std::string(what) + " '" + file +
+                               "': " + ec.message());
+    }
+  };
+  if (!tls.ca_file.empty()) {
+    ctx->load_verify_file(tls.ca_file, ec);
+    check("tls_ca", tls.ca_file);
+  } else {
+    ctx->set_default_verify_paths(ec);
+    check("the system's CAs", "");
+  }
+  if (!tls.cert_file.empty() || !tls.key_file.empty()) {
+    if (tls.cert_file.empty() || tls.key_file.empty())
+      throw std::runtime_error("redis TLS: tls_cert and tls_key go together");
+    ctx->use_certificate_chain_file(tls.cert_file, ec);
+    check("tls_cert", tls.cert_file);
+    ctx->use_private_key_file(tls.key_file, asio::ssl::context::pem, ec);
+    check("tls_key", tls.key_file);
+  }
+  ctx->set_verify_mode(tls.verify ? asio::ssl::verify_peer : asio::ssl::verify_none);
+  return ctx;
+}
 
 // Call is one caller's wait for the replies of its command(s).
 //
@@ -275,6 +313,10 @@ struct Client::Impl {
 
     // I/O thread only.
     asio::generic::stream_protocol::socket socket;
+    // With TLS, the stream over `socket` that reads and writes go through, made anew on each
+    // connect. (An old one is replaced only once the socket has been closed and a new connection
+    // made, long after its aborted operations have returned.)
+    std::optional<asio::ssl::stream<asio::generic::stream_protocol::socket&>> tls;
     asio::steady_timer timer;  // connect deadline while connecting, backoff while down
     asio::steady_timer due;    // the oldest command's deadline while commands are out
     bool due_armed = false;
@@ -289,6 +331,11 @@ struct Client::Impl {
 
   explicit Impl(ClientOptions o)
       : options(std::move(o)), name("redis " + options.endpoint.to_string()) {
+    if (options.tls.enabled) {
+      if (!options.endpoint.unix_path.empty())
+        throw std::runtime_error("redis TLS: not over a unix socket");
+      tls_ctx = tls_context(options.tls);
+    }
     const std::size_t n = std::max<std::size_t>(1, options.connections);
     for (std::size_t i = 0; i < n; ++i) {
       conns.push_back(std::make_unique<Conn>(io));
@@ -510,13 +557,58 @@ struct Client::Impl {
                         });
   }
 
-  // on_connected() sends the handshake (AUTH, SELECT, PING); the connection is ready once PING
-  // answers, so a server that accepts but does not answer (paused) never takes commands.
+  // on_connected() runs the TLS handshake, if TLS is on, then the Redis one (AUTH, SELECT, PING);
+  // all within the connect timeout (start_connect()'s timer).
   void on_connected(Conn& c, std::uint64_t gen) {
     if (options.endpoint.unix_path.empty()) {
       boost::system::error_code ignored;
       c.socket.set_option(asio::ip::tcp::no_delay(true), ignored);
     }
+    if (!tls_ctx) {
+      c.tls.reset();
+      send_handshake(c, gen);
+      return;
+    }
+    c.tls.emplace(c.socket, *tls_ctx);
+    SSL* ssl = c.tls->native_handle();
+    const std::string& peer =
+        options.tls.server_name.empty() ? options.endpoint.host : options.tls.server_name;
+    boost::system::error_code not_ip;
+    asio::ip::make_address(peer, not_ip);
+    if (not_ip) {
+      // A DNS name: sent as SNI, and the certificate must name it (a SAN, or the CN).
+      // SSL_set_tlsext_host_name() itself, without its macro's old-style cast.
+      SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+               const_cast<char*>(peer.c_str()));
+      SSL_set1_host(ssl, peer.c_str());
+    } else {
+      // An address: the certificate must hold it as an IP SAN.
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), peer.c_str());
+    }
+    c.tls->async_handshake(asio::ssl::stream_base::client,
+                           [this, &c, gen](const boost::system::error_code& ec) {
+                             if (c.gen != gen) return;
+                             if (ec) {
+                               fail(c, Code::kUnavailable, tls_failure(c, ec));
+                               return;
+                             }
+                             send_handshake(c, gen);
+                           });
+  }
+
+  // tls_failure() says why a TLS handshake failed, with the certificate check's verdict when that
+  // was the reason (an unknown CA, a name mismatch, an expired certificate).
+  static std::string tls_failure(Conn& c, const boost::system::error_code& ec) {
+    std::string why = "TLS handshake: " + ec.message();
+    const long verdict = SSL_get_verify_result(c.tls->native_handle());
+    if (verdict != X509_V_OK)
+      why += std::string(" (") + X509_verify_cert_error_string(verdict) + ")";
+    return why;
+  }
+
+  // send_handshake() sends AUTH, SELECT and PING; the connection is ready once PING answers, so
+  // a server that accepts but does not answer (paused) never takes commands.
+  void send_handshake(Conn& c, std::uint64_t gen) {
     c.reader = std::make_unique<ReplyReader>();
     c.writing.clear();
     if (!options.password.empty()) {
@@ -622,47 +714,64 @@ struct Client::Impl {
     });
   }
 
+  // on_stream() runs `op` on the connection's stream: the TLS stream or the plain socket.
+  template <class Op>
+  static void on_stream(Conn& c, Op&& op) {
+    if (c.tls)
+      op(*c.tls);
+    else
+      op(c.socket);
+  }
+
   void write(Conn& c, std::uint64_t gen) {
-    asio::async_write(c.socket, asio::buffer(c.writing),
-                      [this, &c, gen](const boost::system::error_code& ec, std::size_t) {
-                        if (c.gen != gen) return;
-                        if (ec) {
-                          fail(c, Code::kUnavailable, "write: " + ec.message());
-                          return;
-                        }
-                        write_next(c);
-                      });
+    on_stream(c, [&](auto& stream) {
+      asio::async_write(stream, asio::buffer(c.writing),
+                        [this, &c, gen](const boost::system::error_code& ec, std::size_t) {
+                          if (c.gen != gen) return;
+                          if (ec) {
+                            fail(c, Code::kUnavailable, "write: " + ec.message());
+                            return;
+                          }
+                          write_next(c);
+                        });
+    });
   }
 
   void read(Conn& c, std::uint64_t gen) {
-    c.socket.async_read_some(asio::buffer(c.rbuf.get(), kReadBufferSize),
-                             [this, &c, gen](const boost::system::error_code& ec, std::size_t n) {
-                               if (c.gen != gen) return;
-                               if (ec) {
-                                 fail(c, Code::kUnavailable,
-                                      ec == asio::error::eof
-                                          ? std::string("connection closed by the server")
-                                          : "read: " + ec.message());
-                                 return;
-                               }
-                               std::string error;
-                               if (!c.reader->feed(std::string_view(c.rbuf.get(), n), error)) {
-                                 fail(c, Code::kUnavailable, error);
-                                 return;
-                               }
-                               for (;;) {
-                                 Reply reply;
-                                 const int got = c.reader->next(reply, error);
-                                 if (got < 0) {
-                                   fail(c, Code::kUnavailable, error);
-                                   return;
-                                 }
-                                 if (got == 0) break;
-                                 dispatch(c, std::move(reply));
-                                 if (c.gen != gen) return;  // the reply failed the connection
-                               }
-                               read(c, gen);
-                             });
+    on_stream(c, [&](auto& stream) { read_on(stream, c, gen); });
+  }
+
+  template <class Stream>
+  void read_on(Stream& stream, Conn& c, std::uint64_t gen) {
+    stream.async_read_some(
+        asio::buffer(c.rbuf.get(), kReadBufferSize),
+        [this, &c, gen](const boost::system::error_code& ec, std::size_t n) {
+          if (c.gen != gen) return;
+          if (ec) {
+            fail(c, Code::kUnavailable,
+                 ec == asio::error::eof || ec == asio::ssl::error::stream_truncated
+                     ? std::string("connection closed by the server")
+                     : "read: " + ec.message());
+            return;
+          }
+          std::string error;
+          if (!c.reader->feed(std::string_view(c.rbuf.get(), n), error)) {
+            fail(c, Code::kUnavailable, error);
+            return;
+          }
+          for (;;) {
+            Reply reply;
+            const int got = c.reader->next(reply, error);
+            if (got < 0) {
+              fail(c, Code::kUnavailable, error);
+              return;
+            }
+            if (got == 0) break;
+            dispatch(c, std::move(reply));
+            if (c.gen != gen) return;  // the reply failed the connection
+          }
+          read(c, gen);
+        });
   }
 
   void dispatch(Conn& c, Reply&& r) {
@@ -721,7 +830,8 @@ struct Client::Impl {
   }
 
   const ClientOptions options;
-  const std::string name;  // "redis host:port", prefixes every message
+  const std::string name;                       // "redis host:port", prefixes every message
+  std::unique_ptr<asio::ssl::context> tls_ctx;  // when options.tls.enabled
   asio::io_context io{1};
   // Keeps run() going while a connection waits for nothing (e.g. between handlers).
   asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);

@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "sluice/redis_store.h"
 #include "sluice/store.h"
 
 namespace sluice::redis {
@@ -70,6 +71,9 @@ struct ClientOptions {
   std::string username;  // AUTH username password (Redis 6 ACL) when set
   std::string password;  // AUTH password when set
   int database = 0;      // SELECT when not 0
+  // TLS over TCP (not for a unix socket): the handshake runs before AUTH, SELECT and PING, within
+  // the connect timeout. Bad files make the constructor throw std::runtime_error.
+  RedisTlsOptions tls;
   // Connections in the pool; each pipelines many commands.
   std::size_t connections = 2;
   std::chrono::milliseconds connect_timeout{1000};

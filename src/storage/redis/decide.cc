@@ -20,6 +20,7 @@ ClientOptions client_options(const RedisStoreOptions& o) {
   c.username = o.username;
   c.password = o.password;
   c.database = o.database;
+  c.tls = o.tls;
   c.connections = o.connections;
   c.connect_timeout = o.connect_timeout;
   c.command_timeout = o.command_timeout;
