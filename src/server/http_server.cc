@@ -1,5 +1,3 @@
-#include "server/http_server.h"
-
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/dispatch.hpp>
@@ -14,6 +12,8 @@
 #include <boost/beast/http/write.hpp>
 #include <charconv>
 #include <optional>
+
+#include "server/http_server.h"
 
 namespace sluice::server {
 
@@ -106,14 +106,14 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_read(beast::error_code ec) {
-    if (ec == net::error::operation_aborted && timed_out_ && (busy_ || buffer_.size() != 0) &&
+    if (ec && timed_out_ && (busy_ || buffer_.size() != 0) &&
         !server_.stopping_.load(std::memory_order_relaxed)) {
       // Part of a request arrived, not all of it in time: say so rather than vanish.
       return refuse(http::status::request_timeout,
                     "request timeout: the request did not arrive complete within " +
                         std::to_string(server_.options_.idle_timeout.count()) + " ms");
     }
-    if (ec == http::error::end_of_stream || ec == net::error::operation_aborted ||
+    if (timed_out_ || ec == http::error::end_of_stream || ec == net::error::operation_aborted ||
         ec == beast::error::timeout || ec == net::error::eof ||
         ec == net::error::connection_reset || ec == net::error::bad_descriptor) {
       return close();
@@ -168,12 +168,20 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
     });
   }
 
-  // on_deadline() cancels what the connection waits for: a read then ends in on_read() (which
-  // answers 408 if part of a request came, or closes), a write in close(). Not beast's own
-  // stream timeout, which closes the socket and so leaves no way to answer.
+  // on_deadline() ends what the connection waits for. A read: the receiving side is shut down,
+  // so that this read and any later one end (cancel() alone misses a read that completed just
+  // before it, after which the composed read carries on without a deadline), and on_read()
+  // answers 408 if part of a request came, or closes. A write (a client that does not read its
+  // answer): the socket is closed. Not beast's own stream timeout, which closes the socket in
+  // every case and so leaves no way to answer.
   void on_deadline() {
     timed_out_ = true;
     beast::error_code ec;
+    if (writing_) {
+      stream_.socket().close(ec);
+      return;
+    }
+    stream_.socket().shutdown(tcp::socket::shutdown_receive, ec);
     stream_.socket().cancel(ec);
   }
 
@@ -208,8 +216,10 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
     res_.prepare_payload();
     if (head_) res_.body().clear();  // HEAD: the headers of a GET, Content-Length included
     head_ = false;
+    writing_ = true;
     http::async_write(stream_, res_,
                       [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                        self->writing_ = false;
                         if (!ec && self->linger_) return self->linger();
                         if (ec || !self->res_.keep_alive()) return self->close();
                         self->read();
@@ -248,6 +258,7 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
   HttpResponse res_;
   boost::asio::steady_timer deadline_;  // HttpServerOptions::idle_timeout, see arm()
   bool timed_out_ = false;              // the deadline passed since the last arm()
+  bool writing_ = false;                // an answer is being written
   bool busy_ = false;  // a request is being read past its header, handled or answered
   bool linger_ = false;
   bool head_ = false;

@@ -91,6 +91,12 @@ class RawSocket {
     return out;
   }
 
+  // readable() tells, without waiting, whether bytes (or the peer's close) wait to be read.
+  bool readable() const {
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0;
+  }
+
   // closed_by_peer() tells, without waiting, whether the peer has closed the connection (EOF or
   // reset seen); bytes waiting are read and dropped.
   bool closed_by_peer() {
