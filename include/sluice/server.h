@@ -65,6 +65,12 @@ struct ServerOptions {
   // and one with no call for this long gets a GOAWAY. 0 keeps gRPC's defaults (handshake within
   // 120 s, connections without calls kept).
   std::chrono::milliseconds grpc_idle_timeout{0};
+  // TLS for both HTTP (HTTPS) and gRPC when cert and key are set: PEM files, read at start();
+  // TLS 1.2 or later. With tls_client_ca, clients must present a certificate those CAs signed
+  // (mutual TLS). docs/server.md, "TLS".
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
   // Decisions through a remote store (Redis) run on this many threads, which wait for its
   // answers; with the memory store they run on the gRPC and HTTP threads themselves.
   unsigned store_threads = 64;

@@ -36,6 +36,9 @@ struct ServeCommand {
   int shutdown_grace_ms = 10'000;
   int http_idle_timeout_ms = 60'000;
   int grpc_idle_timeout_ms = 0;
+  std::string tls_cert;  // PEM; with tls_key: HTTPS and gRPC over TLS
+  std::string tls_key;
+  std::string tls_client_ca;  // PEM CAs: clients must present a certificate they signed
   unsigned authz_deny_status = 429;
   std::vector<std::string> authz_uri_headers;
   std::vector<std::string> authz_ip_headers;

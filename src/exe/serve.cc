@@ -143,6 +143,15 @@ void add_serve_command(CLI::App& app, ServeCommand& cmd) {
       ->envname("SLUICE_GRPC_IDLE_TIMEOUT_MS")
       ->check(CLI::Range(0, 3'600'000))
       ->capture_default_str();
+  s->add_option("--tls-cert", cmd.tls_cert,
+                "PEM certificate chain: with --tls-key, serve HTTPS and gRPC over TLS (1.2+)")
+      ->envname("SLUICE_TLS_CERT");
+  s->add_option("--tls-key", cmd.tls_key, "PEM private key of --tls-cert")
+      ->envname("SLUICE_TLS_KEY");
+  s->add_option("--tls-client-ca", cmd.tls_client_ca,
+                "PEM CAs: with TLS, require clients (HTTPS and gRPC) to present a certificate "
+                "they signed (mutual TLS)")
+      ->envname("SLUICE_TLS_CLIENT_CA");
   s->add_option("--authz-deny-status", cmd.authz_deny_status,
                 "Status /v1/authz denies with (nginx's auth_request needs 403 or 401)")
       ->envname("SLUICE_AUTHZ_DENY_STATUS")
@@ -188,6 +197,9 @@ int run_serve(const ServeCommand& cmd) {
   o.shutdown_grace = std::chrono::milliseconds(cmd.shutdown_grace_ms);
   o.http_idle_timeout = std::chrono::milliseconds(cmd.http_idle_timeout_ms);
   o.grpc_idle_timeout = std::chrono::milliseconds(cmd.grpc_idle_timeout_ms);
+  o.tls_cert_file = cmd.tls_cert;
+  o.tls_key_file = cmd.tls_key;
+  o.tls_client_ca_file = cmd.tls_client_ca;
   o.authz.deny_status = cmd.authz_deny_status;
   if (!cmd.authz_uri_headers.empty()) o.authz.uri_headers = split_list(cmd.authz_uri_headers);
   if (!cmd.authz_ip_headers.empty()) o.authz.ip_headers = split_list(cmd.authz_ip_headers);
@@ -237,12 +249,14 @@ int run_serve(const ServeCommand& cmd) {
     where += fmt::format("{}gRPC on {}:{}", where.empty() ? "" : ", ",
                          host.empty() ? "0.0.0.0" : host, server.grpc_port());
   }
-  spdlog::info("sluice {} serving: {}; storage {}; admin API {}", SLUICE_VERSION, where, o.storage,
+  spdlog::info("sluice {} serving: {}{}; storage {}; admin API {}", SLUICE_VERSION, where,
+               o.tls_cert_file.empty() ? "" : " (TLS)", o.storage,
                o.admin_token.empty() ? "off" : "on");
   if (server.http_port() != 0) {
     const std::string host = o.http_listen.substr(0, o.http_listen.rfind(':'));
-    const std::string base = fmt::format(
-        "http://{}:{}", host.empty() || host == "0.0.0.0" ? "127.0.0.1" : host, server.http_port());
+    const std::string base =
+        fmt::format("{}://{}:{}", o.tls_cert_file.empty() ? "http" : "https",
+                    host.empty() || host == "0.0.0.0" ? "127.0.0.1" : host, server.http_port());
     std::cout << "Try:\n  curl -i " << base
               << "/v1/check -d '{\"path\": \"/login\", \"data\": {\"user_id\": \"42\"}}'\n"
               << "  curl -i " << base

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <fstream>
+#include <sstream>
 
 #include "server/convert.h"
 #include "server/http_server.h"
@@ -65,6 +67,23 @@ GrpcServer::~GrpcServer() {
   shutdown(std::chrono::milliseconds(0));
 }
 
+namespace {
+
+// read_pem() reads a whole PEM file for gRPC's TLS; false with `error` when it cannot.
+bool read_pem(const std::string& path, const char* what, std::string& out, std::string& error) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  if (in) text << in.rdbuf();
+  if (!in || text.str().find("-----BEGIN") == std::string::npos) {
+    error = std::string("TLS (gRPC): cannot read the ") + what + " '" + path + "' as PEM";
+    return false;
+  }
+  out = text.str();
+  return true;
+}
+
+}  // namespace
+
 bool GrpcServer::start(const std::vector<grpc::Service*>& services, std::string& error) {
   std::string host;
   std::uint16_t port = 0;
@@ -72,9 +91,28 @@ bool GrpcServer::start(const std::vector<grpc::Service*>& services, std::string&
   // The built-in implementation of grpc.health.v1.Health; a process-wide switch, set before
   // the server is built.
   grpc::EnableDefaultHealthCheckService(true);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options_.tls_cert_file.empty() || !options_.tls_key_file.empty()) {
+    grpc::SslServerCredentialsOptions tls(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    if (!read_pem(options_.tls_cert_file, "certificate", pair.cert_chain, error) ||
+        !read_pem(options_.tls_key_file, "private key", pair.private_key, error)) {
+      return false;
+    }
+    tls.pem_key_cert_pairs.push_back(std::move(pair));
+    if (!options_.tls_client_ca_file.empty()) {
+      if (!read_pem(options_.tls_client_ca_file, "client CA", tls.pem_root_certs, error))
+        return false;
+      tls.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    credentials = grpc::SslServerCredentials(tls);
+  } else if (!options_.tls_client_ca_file.empty()) {
+    error = "TLS (gRPC): a client CA needs a certificate and key of the server's own";
+    return false;
+  }
   grpc::ServerBuilder builder;
   int selected = 0;
-  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &selected);
+  builder.AddListeningPort(options_.listen, credentials, &selected);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   if (options_.idle_timeout.count() > 0) {
     const int ms =

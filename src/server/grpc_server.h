@@ -69,6 +69,11 @@ struct GrpcServerOptions {
   // HTTP/2 preface within this time is closed, and one without a call in flight for this long
   // gets a GOAWAY (its client reconnects when it next calls).
   std::chrono::milliseconds idle_timeout{0};
+  // TLS when both are set (PEM files, read at start()); with tls_client_ca_file, clients must
+  // present a certificate those CAs signed.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
 };
 
 // GrpcServer runs gRPC services on one listening address. The services must outlive it.

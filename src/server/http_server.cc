@@ -1,8 +1,14 @@
+#include "server/http_server.h"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -10,10 +16,9 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <charconv>
 #include <optional>
-
-#include "server/http_server.h"
 
 namespace sluice::server {
 
@@ -47,12 +52,17 @@ bool parse_listen(const std::string& listen, std::string& host, std::uint16_t& p
 class HttpServer::Session : public std::enable_shared_from_this<Session> {
  public:
   Session(HttpServer& server, tcp::socket socket)
-      : server_(server), stream_(std::move(socket)), deadline_(stream_.get_executor()) {}
+      : server_(server), stream_(std::move(socket)), deadline_(stream_.get_executor()) {
+    if (server_.tls_) tls_.emplace(stream_, *server_.tls_);
+  }
   ~Session() { server_.remove(this); }
 
   void start() {
     server_.add(shared_from_this());
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      if (self->tls_) return self->handshake();
+      self->read();
+    });
   }
 
   // stop_if_idle() closes the connection if it waits for a request; one being handled is
@@ -68,6 +78,35 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
   beast::tcp_stream& stream() { return stream_; }
 
  private:
+  // on_stream() runs `op` on what the connection speaks: TLS over the TCP stream, or plain TCP.
+  template <class Op>
+  void on_stream(Op&& op) {
+    if (tls_)
+      op(*tls_);
+    else
+      op(stream_);
+  }
+
+  // handshake() runs the TLS handshake, bounded by the idle timeout like a request: a client
+  // that never completes it is dropped.
+  void handshake() {
+    arm(server_.options_.idle_timeout);
+    tls_->async_handshake(net::ssl::stream_base::server, [self = shared_from_this()](
+                                                             beast::error_code ec) {
+      if (!ec) return self->read();
+      spdlog::debug("https: a client's TLS handshake failed: {}", ec.message());
+      if (ec.category() == net::error::get_ssl_category() &&
+          ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == SSL_R_HTTP_REQUEST) {
+        // Plain HTTP to the HTTPS port: say so, in plain HTTP.
+        return net::post(self->stream_.get_executor(), [self] {
+          self->tls_.reset();
+          self->refuse(http::status::bad_request, "this port speaks HTTPS: plain HTTP was sent");
+        });
+      }
+      self->close();
+    });
+  }
+
   void read() {
     busy_ = false;
     if (server_.stopping_.load(std::memory_order_relaxed)) return close();
@@ -75,9 +114,11 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
     parser_->body_limit(server_.options_.max_body_bytes);
     parser_->header_limit(static_cast<std::uint32_t>(server_.options_.max_header_bytes));
     arm(server_.options_.idle_timeout);
-    http::async_read_header(
-        stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+    on_stream([&](auto& stream) {
+      http::async_read_header(
+          stream, buffer_, *parser_,
+          [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+    });
   }
 
   void on_header(beast::error_code ec) {
@@ -89,20 +130,24 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
       // The client waits for this before it sends the body (curl does, for large PUTs).
       auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_,
                                                                      req.version());
-      http::async_write(stream_, *cont,
-                        [self = shared_from_this(), cont](beast::error_code wec, std::size_t) {
-                          if (wec) return self->close();
-                          self->read_body();
-                        });
+      on_stream([&](auto& stream) {
+        http::async_write(stream, *cont,
+                          [self = shared_from_this(), cont](beast::error_code wec, std::size_t) {
+                            if (wec) return self->close();
+                            self->read_body();
+                          });
+      });
       return;
     }
     read_body();
   }
 
   void read_body() {
-    http::async_read(
-        stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+    on_stream([&](auto& stream) {
+      http::async_read(
+          stream, buffer_, *parser_,
+          [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+    });
   }
 
   void on_read(beast::error_code ec) {
@@ -115,7 +160,8 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
     }
     if (timed_out_ || ec == http::error::end_of_stream || ec == net::error::operation_aborted ||
         ec == beast::error::timeout || ec == net::error::eof ||
-        ec == net::error::connection_reset || ec == net::error::bad_descriptor) {
+        ec == net::error::connection_reset || ec == net::error::bad_descriptor ||
+        ec == net::ssl::error::stream_truncated) {
       return close();
     }
     if (ec) {
@@ -216,14 +262,16 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
     res_.prepare_payload();
     if (head_) res_.body().clear();  // HEAD: the headers of a GET, Content-Length included
     head_ = false;
-    writing_ = true;
-    http::async_write(stream_, res_,
-                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                        self->writing_ = false;
-                        if (!ec && self->linger_) return self->linger();
-                        if (ec || !self->res_.keep_alive()) return self->close();
-                        self->read();
-                      });
+    on_stream([&](auto& stream) {
+      writing_ = true;
+      http::async_write(stream, res_,
+                        [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                          self->writing_ = false;
+                          if (!ec && self->linger_) return self->linger();
+                          if (ec || !self->res_.keep_alive()) return self->close();
+                          self->read();
+                        });
+    });
   }
 
   // linger() closes after a refused request as nginx's lingering close does: stop sending, then
@@ -235,12 +283,14 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
     if (!scratch_) scratch_ = std::make_unique<char[]>(kChunk);
     stream_.expires_after(std::chrono::seconds(2));
-    stream_.async_read_some(net::buffer(scratch_.get(), kChunk),
-                            [self = shared_from_this()](beast::error_code rec, std::size_t n) {
-                              self->drained_ += n;
-                              if (rec || self->drained_ > (64u << 20)) return self->close();
-                              self->linger();
-                            });
+    on_stream([&](auto& stream) {
+      stream.async_read_some(net::buffer(scratch_.get(), kChunk),
+                             [self = shared_from_this()](beast::error_code rec, std::size_t n) {
+                               self->drained_ += n;
+                               if (rec || self->drained_ > (64u << 20)) return self->close();
+                               self->linger();
+                             });
+    });
   }
 
   void close() {
@@ -253,6 +303,7 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
 
   HttpServer& server_;
   beast::tcp_stream stream_;
+  std::optional<beast::ssl_stream<beast::tcp_stream&>> tls_;  // over stream_, with HTTPS
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpResponse res_;
@@ -276,7 +327,47 @@ HttpServer::~HttpServer() {
   shutdown(std::chrono::milliseconds(0));
 }
 
+namespace {
+
+// tls_server_context() loads the certificate, key and client CAs of `o` into a TLS server context
+// (TLS 1.2 or later); nullptr with `error` naming the file that cannot be used.
+std::unique_ptr<net::ssl::context> tls_server_context(const HttpServerOptions& o,
+                                                      std::string& error) {
+  auto ctx = std::make_unique<net::ssl::context>(net::ssl::context::tls_server);
+  SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+  ctx->set_options(net::ssl::context::default_workarounds | net::ssl::context::single_dh_use);
+  beast::error_code ec;
+  auto failed = [&](const char* what, const std::string& file) {
+    if (!ec) return false;
+    error = std::string("TLS: cannot use ") + what + " '" + file + "': " + ec.message();
+    return true;
+  };
+  ctx->use_certificate_chain_file(o.tls_cert_file, ec);
+  if (failed("the certificate", o.tls_cert_file)) return nullptr;
+  ctx->use_private_key_file(o.tls_key_file, net::ssl::context::pem, ec);
+  if (failed("the private key", o.tls_key_file)) return nullptr;
+  if (!o.tls_client_ca_file.empty()) {
+    ctx->load_verify_file(o.tls_client_ca_file, ec);
+    if (failed("the client CA", o.tls_client_ca_file)) return nullptr;
+    ctx->set_verify_mode(net::ssl::verify_peer | net::ssl::verify_fail_if_no_peer_cert);
+  }
+  return ctx;
+}
+
+}  // namespace
+
 bool HttpServer::start(std::string& error) {
+  if (!options_.tls_cert_file.empty() || !options_.tls_key_file.empty()) {
+    if (options_.tls_cert_file.empty() || options_.tls_key_file.empty()) {
+      error = "TLS needs both a certificate and its private key";
+      return false;
+    }
+    tls_ = tls_server_context(options_, error);
+    if (!tls_) return false;
+  } else if (!options_.tls_client_ca_file.empty()) {
+    error = "TLS: a client CA needs a certificate and key of the server's own";
+    return false;
+  }
   std::string host;
   std::uint16_t port = 0;
   if (!parse_listen(options_.listen, host, port, error)) return false;

@@ -25,6 +25,10 @@
 
 #include "server/blocking_pool.h"
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace sluice::server {
 
 namespace http = boost::beast::http;
@@ -46,6 +50,12 @@ struct HttpServerOptions {
   // Where handlers run: null, on the I/O threads (for handlers that never block); otherwise on
   // this pool (for handlers that wait on a remote store), the I/O threads carrying on meanwhile.
   BlockingPool* handler_pool = nullptr;
+  // HTTPS instead of HTTP when both are set: a PEM certificate chain and its private key; TLS 1.2
+  // or later. The TLS handshake must complete within idle_timeout. With tls_client_ca (PEM CAs),
+  // clients must present a certificate those CAs signed (mutual TLS).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
 };
 
 // parse_listen() splits "host:port" ("[::1]:80", ":8080" = all addresses). False on error.
@@ -83,7 +93,8 @@ class HttpServer {
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;
   boost::asio::io_context io_;
   boost::asio::ip::tcp::acceptor acceptor_;
-  boost::asio::steady_timer accept_retry_;  // after a failed accept (out of descriptors)
+  boost::asio::steady_timer accept_retry_;          // after a failed accept (out of descriptors)
+  std::unique_ptr<boost::asio::ssl::context> tls_;  // with tls_cert_file: what sessions speak
   std::vector<std::thread> threads_;
   std::uint16_t port_ = 0;
   bool shut_down_ = false;

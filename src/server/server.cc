@@ -84,6 +84,9 @@ bool Server::start(std::string& error) {
     http.threads = o.http_threads;
     http.max_body_bytes = o.max_body_bytes;
     http.idle_timeout = o.http_idle_timeout;
+    http.tls_cert_file = o.tls_cert_file;
+    http.tls_key_file = o.tls_key_file;
+    http.tls_client_ca_file = o.tls_client_ca_file;
     http.handler_pool = s.pool.get();
     s.http = std::make_unique<server::HttpServer>(
         http, [api = s.api.get()](server::HttpRequest& req) { return api->handle(req); });
@@ -95,6 +98,9 @@ bool Server::start(std::string& error) {
     grpc.listen = o.grpc_listen;
     grpc.max_message_bytes = static_cast<int>(std::min<std::size_t>(o.max_body_bytes, 1u << 30));
     grpc.idle_timeout = o.grpc_idle_timeout;
+    grpc.tls_cert_file = o.tls_cert_file;
+    grpc.tls_key_file = o.tls_key_file;
+    grpc.tls_client_ca_file = o.tls_client_ca_file;
     s.grpc = std::make_unique<server::GrpcServer>(grpc);
     if (!s.grpc->start({s.rls.get()}, error)) {
       if (s.http) s.http->shutdown(std::chrono::milliseconds(0));
