@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config clang-format
   libgtest-dev libgmock-dev libbenchmark-dev
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libxxhash-dev
-  libboost1.81-dev libhiredis-dev redis-server redis-tools libssl-dev openssl
+  libboost1.81-dev libhiredis-dev redis-server redis-tools libssl-dev openssl curl
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev libspdlog-dev
   nginx wrk
 )
