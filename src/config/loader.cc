@@ -10,6 +10,7 @@
 // bounded: descriptor nesting by kMaxDescriptorDepth, merges by kMaxMergeDepth, and the total
 // work per file by kMaxSteps (aliases can repeat a subtree exponentially often).
 #include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -301,6 +302,44 @@ std::optional<Unit> parse_unit(std::string_view s) {
   for (Unit u : {Unit::kSecond, Unit::kMinute, Unit::kHour, Unit::kDay, Unit::kWeek, Unit::kMonth,
                  Unit::kYear}) {
     if (l == unit_name(u)) return u;
+  }
+  return std::nullopt;
+}
+
+// DocumentStarts is a YAML event handler that only notes where each document starts.
+class DocumentStarts final : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override { start = mark; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+
+  YAML::Mark start = YAML::Mark::null_mark();
+};
+
+// stuck_document() returns where yaml-cpp 0.7's LoadAll() would loop forever, or nullopt when it
+// ends. On some invalid input (a ',' outside any flow collection) its parser reads an empty
+// document without consuming anything, again and again, and LoadAll() appends each one to its
+// result until memory runs out (jbeder/yaml-cpp#1040, fixed upstream in 2024 by #1319). So the
+// documents are read once without building nodes, stopping at one that starts where the
+// previous one did; LoadAll() then runs only on text it reads to the end. Throws what
+// LoadAll() throws (YAML::ParserException, YAML::DeepRecursion).
+std::optional<YAML::Mark> stuck_document(std::string_view text) {
+  std::istringstream in{std::string(text)};
+  YAML::Parser parser(in);
+  DocumentStarts starts;
+  std::optional<int> previous;
+  while (parser.HandleNextDocument(starts)) {
+    if (previous && *previous == starts.start.pos) return starts.start;
+    previous = starts.start.pos;
   }
   return std::nullopt;
 }
@@ -1031,6 +1070,13 @@ class Reader {
     }
     std::vector<YAML::Node> docs;
     try {
+      if (const std::optional<YAML::Mark> stuck = stuck_document(text)) {
+        error(
+            mark(*stuck, {file_, 1, 1}),
+            "invalid YAML: unexpected " +
+                quote(text.substr(std::min(static_cast<std::size_t>(stuck->pos), text.size()), 1)));
+        return;
+      }
       docs = YAML::LoadAll(std::string(text));
     } catch (const YAML::DeepRecursion& e) {
       error(mark(e.mark, {file_, 1, 1}), "invalid YAML: nested too deeply");

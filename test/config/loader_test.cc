@@ -119,6 +119,23 @@ TEST(ConfigErrors, UnparsableYamlIsOneErrorWithTheParsersPlace) {
   EXPECT_TRUE(OnlyError(tab.errors, "rules.yaml:2:1", "invalid YAML: illegal tab"));
 }
 
+// Found by fuzz_rules (docs/reliability.md, "Fuzzing", bug 1): yaml-cpp 0.7's LoadAll() reads a
+// ',' outside any flow collection as one empty document after another without end, so parsing
+// such a file never returned and took gigabytes a minute. The fuzzer's input was ",\007ade\0\n".
+TEST(ConfigErrors, CommaOutsideAFlowCollectionIsRefusedNotReadForever) {
+  EXPECT_TRUE(OnlyError(Parse(",").errors, "rules.yaml:1:1", "invalid YAML: unexpected ','"));
+  EXPECT_TRUE(
+      OnlyError(Parse(",\007ade\n").errors, "rules.yaml:1:1", "invalid YAML: unexpected ','"));
+  // After a map yaml-cpp refuses the ',' itself.
+  EXPECT_TRUE(OnlyError(Parse("domain: api\n,\n").errors, "rules.yaml:2:1",
+                        "invalid YAML: end of map not found"));
+  EXPECT_TRUE(OnlyError(Parse("domain: api\n---\n,\n").errors, "rules.yaml:3:1",
+                        "invalid YAML: unexpected ','"));
+  // Documents that end are read as before: one, and an empty one after it.
+  EXPECT_TRUE(Parse("domain: api\n---\n").errors.empty());
+  EXPECT_TRUE(OnlyError(Parse("[a, b]").errors, "rules.yaml:1:1", "top level must be a map"));
+}
+
 TEST(ConfigErrors, UnknownKeySuggestsTheSpellingItMeant) {
   const auto p = Parse(
       "domain: api\n"
