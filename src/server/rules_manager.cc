@@ -300,6 +300,19 @@ RulesChange RulesManager::put(std::string_view name, std::string_view text) {
   const bool created = target.empty();
   if (created) target = directory_ + "/" + std::string(name) + ".yaml";
   out.file = target;
+  // A new name whose file exists: NAME.yaml holds domains of other names. Writing it would drop
+  // them under a name that does not refer to them.
+  if (const auto it = files_.find(target); created && it != files_.end()) {
+    const std::vector<std::string>& domains = it->second.domains;
+    out.status = 409;
+    out.message = "the file " + target + " holds other rules" +
+                  (domains.empty() ? std::string() : " (domain \"" + domains.front() + "\")") +
+                  ": change it through their name";
+    return out;
+  }
+  // A file of path rules only is named by its stem (file_of): a body of path rules only, for a
+  // domain's file named otherwise, would leave the name referring to nothing.
+  const bool named_by_stem = fs::path(target).stem() == name;
 
   // The body alone first: it must be the rule file that `name` names.
   RuleSource body;
@@ -311,6 +324,10 @@ RulesChange RulesManager::put(std::string_view name, std::string_view text) {
                                       "\", but the URL names \"" + std::string(name) + "\""});
     } else if (body.domains.empty() && body.path_rules.empty()) {
       errors.push_back({{target, 0, 0}, "the body defines no rules"});
+    } else if (body.domains.empty() && !named_by_stem) {
+      errors.push_back({{target, 0, 0},
+                        "the URL names domain \"" + std::string(name) +
+                            "\", but the body defines path rules only"});
     }
   }
   Files files = files_;
