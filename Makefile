@@ -4,7 +4,7 @@ GENERATOR  ?= Ninja
 CMAKE_ARGS ?=
 JOBS       ?= $(shell nproc)
 
-.PHONY: deps build run demo test test-plain test-asan test-tsan bench bench-peers bench-peers-smoke bench-scaling soak soak-smoke format format-check clean
+.PHONY: deps build run demo test test-plain test-asan test-tsan bench bench-peers bench-peers-smoke bench-scaling soak soak-smoke fuzz fuzz-smoke format format-check clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -25,8 +25,9 @@ demo: build
 	@$(BUILD)/bin/sluice demo --config examples
 
 # Every test: plain, then under address+undefined and thread sanitizers; then a few seconds of
-# each system of the peer benchmarks, so that the script never rots; then a 60 s soak.
-test: deps format-check test-plain test-asan test-tsan bench-peers-smoke soak-smoke
+# each system of the peer benchmarks, so that the script never rots; then a 60 s soak; then 30 s
+# of each fuzz target.
+test: deps format-check test-plain test-asan test-tsan bench-peers-smoke soak-smoke fuzz-smoke
 
 test-plain: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -65,6 +66,17 @@ soak: build
 soak-smoke: build
 	@bash scripts/soak.sh --smoke $(BUILD)
 
+# libFuzzer on every input sluice reads from outside (fuzz/, docs/reliability.md): each target for
+# FUZZ_SECONDS, one after another, on a copy of its corpus; fails on a crash, naming the input.
+# fuzz-smoke: 30 s each (in make test; with the build, about 5 minutes on a fresh machine).
+FUZZ_SECONDS ?= 300
+
+fuzz: deps
+	@JOBS=$(JOBS) bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+fuzz-smoke: deps
+	@JOBS=$(JOBS) bash scripts/fuzz.sh 30
+
 format:
 	@clang-format -i $$(git ls-files '*.h' '*.cc')
 
@@ -72,4 +84,4 @@ format-check:
 	@clang-format --dry-run --Werror $$(git ls-files '*.h' '*.cc')
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz

@@ -10,6 +10,7 @@ packages=(
   libboost1.81-dev libhiredis-dev redis-server redis-tools libssl-dev openssl curl
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev libspdlog-dev
   nginx wrk
+  clang libclang-rt-14-dev
 )
 
 missing=()

@@ -13,11 +13,13 @@
 #include "sluice/rules.h"
 #include "sluice/store.h"
 #include "support/json_mutation.h"
+#include "support/request_text.h"
 
 namespace sluice {
 namespace {
 
 using nlohmann::json;
+using testing::describe_request;
 using testing::Rng;
 
 Request two_descriptor_request() {
@@ -573,40 +575,6 @@ TEST(ParseRequest, NeverThrowsOnOddValues) {
 
 // --- parse_request_json_direct: the DOM path's result, or nullopt ------------------------------
 
-// describe() spells out every field of a request, to compare two.
-std::string describe(const AnyRequest& any) {
-  std::string s;
-  const auto str = [&s](const std::string& v) { s += std::to_string(v.size()) + ":" + v + " "; };
-  if (const auto* r = std::get_if<Request>(&any)) {
-    s += "envoy ";
-    str(r->domain);
-    s += "cost " + std::to_string(r->cost) + " [";
-    for (const Descriptor& d : r->descriptors) {
-      s += "{";
-      for (const DescriptorEntry& e : d.entries) {
-        str(e.key);
-        str(e.value);
-      }
-      if (d.cost) s += "cost " + std::to_string(*d.cost) + " ";
-      if (d.limit) {
-        s += "limit " + std::to_string(d.limit->requests_per_unit) + "/" +
-             std::to_string(static_cast<int>(d.limit->unit));
-      }
-      s += "}";
-    }
-    return s + "]";
-  }
-  const auto& p = std::get<PathRequest>(any);
-  s += "path ";
-  str(p.path);
-  s += "cost " + std::to_string(p.cost) + " {";
-  for (const auto& [k, v] : p.data) {
-    str(k);
-    str(v);
-  }
-  return s + "}";
-}
-
 // same_request() checks the fast path against json::parse + parse_request_json: when it reads a
 // body, the DOM path must read the same request. Counts what each path read.
 ::testing::AssertionResult same_request(const std::string& text, int& direct, int& accepted) {
@@ -620,12 +588,14 @@ std::string describe(const AnyRequest& any) {
   ++direct;
   if (!expected) {
     return ::testing::AssertionFailure()
-           << "the fast path read " << ::testing::PrintToString(text) << " as " << describe(*got)
+           << "the fast path read " << ::testing::PrintToString(text) << " as "
+           << describe_request(*got)
            << "; the DOM path: " << (dom.is_discarded() ? "malformed JSON" : error);
   }
-  if (describe(*got) != describe(*expected)) {
-    return ::testing::AssertionFailure() << ::testing::PrintToString(text) << "\ngot      "
-                                         << describe(*got) << "\nexpected " << describe(*expected);
+  if (describe_request(*got) != describe_request(*expected)) {
+    return ::testing::AssertionFailure()
+           << ::testing::PrintToString(text) << "\ngot      " << describe_request(*got)
+           << "\nexpected " << describe_request(*expected);
   }
   return ::testing::AssertionSuccess();
 }
