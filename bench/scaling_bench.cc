@@ -2,17 +2,19 @@
 // thread, the system clock). For each key count N: a fresh store tracks N distinct 32-byte values
 // (one decision each), the growth of resident memory and the store's own account give the bytes
 // per key, then decisions on keys drawn uniformly at random from the N are timed for `--seconds`,
-// `--repeats` times; the median is reported. One JSON line per N on stdout:
+// `--repeats` times; the median is reported. With `--batch B` above 1 the timed decisions go
+// through Limiter::decide_batch, B requests at a time (each on its own key, drawn from the same
+// random order), and the cost is still reported per decision. One JSON line per N on stdout:
 //
-//   {"keys":1000000,"algorithm":"token_bucket","ns_per_decision":...,"decisions_per_s":...,
-//    "bytes_per_key_rss":...,"bytes_per_key_store":...,"tracked":...,"insert_ns_per_key":...,
-//    "allowed_ratio":...,"ns_runs":[...]}
+//   {"keys":1000000,"algorithm":"token_bucket","batch":1,"ns_per_decision":...,
+//    "decisions_per_s":...,"bytes_per_key_rss":...,"bytes_per_key_store":...,"tracked":...,
+//    "insert_ns_per_key":...,"allowed_ratio":...,"ns_runs":[...]}
 //
 // The limit is 100 per second per key, as in limiter_bench.cc: over few keys most decisions are
 // denials, over many nearly all are admitted.
 //
 // Usage: sluice_bench_scaling [--keys 1000,10000,...] [--algorithm token_bucket] [--seconds 1]
-//                             [--repeats 3]
+//                             [--repeats 3] [--batch 1]
 // With several key counts, each is measured in a child process of its own, so that resident
 // memory grows from the same start every time. scripts/bench-scaling.sh runs it.
 #include <sys/wait.h>
@@ -45,6 +47,7 @@ struct Options {
   Algorithm algorithm = Algorithm::kTokenBucket;
   double seconds = 1.0;
   int repeats = 3;
+  std::size_t batch = 1;  // 1: Limiter::decide; more: Limiter::decide_batch on that many
 };
 
 // One key-only default rule: every distinct value is its own counter, 100 per second.
@@ -109,16 +112,32 @@ void Measure(std::size_t keys, const Options& opt) {
   for (auto& o : order)
     o = pick(rng);
 
-  // Timed in batches, reading the clock between them; a short untimed pass first.
-  constexpr std::size_t kBatch = 4096;
+  // For decide_batch: one request per place in the batch, each with its own value buffer, and
+  // Decisions reused from one call to the next (as a caller deciding in batches would).
+  std::vector<Request> batch(opt.batch, req);
+  std::vector<Decision> decisions(opt.batch);
+
+  // Timed in stretches of about 4096 decisions, reading the clock between them; a short untimed
+  // pass first.
+  const std::size_t stretch = (4096 + opt.batch - 1) / opt.batch * opt.batch;
   std::size_t at = 0;
   std::uint64_t allowed = 0, decided = 0;
   auto run_batch = [&] {
-    for (std::size_t k = 0; k < kBatch; ++k) {
-      WriteValue(value, order[at++ & (kOrderSize - 1)]);
-      allowed += limiter.decide(req).allowed;
+    if (opt.batch == 1) {
+      for (std::size_t k = 0; k < stretch; ++k) {
+        WriteValue(value, order[at++ & (kOrderSize - 1)]);
+        allowed += limiter.decide(req).allowed;
+      }
+    } else {
+      for (std::size_t k = 0; k < stretch; k += opt.batch) {
+        for (Request& r : batch)
+          WriteValue(r.descriptors[0].entries[0].value, order[at++ & (kOrderSize - 1)]);
+        limiter.decide_batch(batch, decisions);
+        for (const Decision& d : decisions)
+          allowed += d.allowed;
+      }
     }
-    decided += kBatch;
+    decided += stretch;
   };
   for (int b = 0; b < 16; ++b)
     run_batch();
@@ -142,10 +161,11 @@ void Measure(std::size_t keys, const Options& opt) {
   for (double r : ns_runs)
     runs += (runs.empty() ? "" : ",") + std::to_string(r);
   std::printf(
-      "{\"keys\":%zu,\"algorithm\":\"%s\",\"ns_per_decision\":%.1f,\"decisions_per_s\":%.0f,"
+      "{\"keys\":%zu,\"algorithm\":\"%s\",\"batch\":%zu,\"ns_per_decision\":%.1f,"
+      "\"decisions_per_s\":%.0f,"
       "\"bytes_per_key_rss\":%.1f,\"bytes_per_key_store\":%.1f,\"tracked\":%zu,"
       "\"insert_ns_per_key\":%.1f,\"allowed_ratio\":%.4f,\"ns_runs\":[%s]}\n",
-      keys, name.c_str(), ns, 1e9 / ns, rss_per_key, store_per_key, tracked,
+      keys, name.c_str(), opt.batch, ns, 1e9 / ns, rss_per_key, store_per_key, tracked,
       insert_s * 1e9 / static_cast<double>(keys),
       static_cast<double>(allowed) / static_cast<double>(decided), runs.c_str());
   std::fflush(stdout);
@@ -155,7 +175,7 @@ void Measure(std::size_t keys, const Options& opt) {
   std::fprintf(stderr,
                "sluice_bench_scaling: %s\n"
                "usage: sluice_bench_scaling [--keys N,N,...] [--algorithm NAME] [--seconds S] "
-               "[--repeats R]\n",
+               "[--repeats R] [--batch B]\n",
                why);
   std::exit(2);
 }
@@ -195,6 +215,10 @@ Options Parse(int argc, char** argv) {
     } else if (arg == "--repeats") {
       opt.repeats = std::atoi(v);
       if (opt.repeats < 1) Usage("--repeats must be at least 1");
+    } else if (arg == "--batch") {
+      const int b = std::atoi(v);
+      if (b < 1 || b > 4096) Usage("--batch must be from 1 to 4096");
+      opt.batch = static_cast<std::size_t>(b);
     } else {
       Usage("unknown option");
     }

@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 
 #include "sluice/clock.h"
 #include "sluice/decision.h"
@@ -26,7 +27,7 @@
 namespace sluice {
 
 // Limiter is thread-safe: any number of threads may decide while another replaces the rules.
-// The store and the clock must outlive it.
+// The store and the clock must outlive it, and it must outlive its decisions in flight.
 class Limiter {
  public:
   Limiter(std::shared_ptr<const RuleSet> rules, Store& store, const Clock& clock);
@@ -39,6 +40,20 @@ class Limiter {
   Decision decide(const Request& request);
   // decide() decides a path-rule request.
   Decision decide(const PathRequest& request);
+
+  // decide_batch() decides requests[i] into out[i] for each i (out.size() >= requests.size()),
+  // with the same Decisions as calling decide() on each request in turn: in order, each request
+  // all-or-nothing on its own (a denied request consumes nothing, a later one in the batch sees
+  // what an earlier one consumed), each at the clock's time when it is decided, all on one rule
+  // snapshot. What it adds is speed when keys are many: it works out the store keys of the next
+  // few requests and has the store prefetch their states (Store::prefetch()) before deciding the
+  // current one, so that the cache misses of a batch overlap instead of each decision waiting on
+  // its own (docs/benchmarks.md, "Scaling with the number of keys"). Each out[i] is overwritten;
+  // its buffers are reused, so passing the same `out` again allocates less. Throws only
+  // std::bad_alloc; then a prefix of the requests has been decided into `out`, and the request
+  // that was being decided may have consumed without its Decision being written.
+  void decide_batch(std::span<const Request> requests, std::span<Decision> out);
+  void decide_batch(std::span<const PathRequest> requests, std::span<Decision> out);
 
   // decide_async() decides without waiting on the store, so one thread can keep many decisions
   // in flight through Redis. `done` receives the Decision once: before decide_async() returns
@@ -67,6 +82,9 @@ class Limiter {
  private:
   struct Scratch;
   struct Async;
+  struct AsyncPool;
+  std::unique_ptr<Async> acquire();
+  void release(Async* async) noexcept;
   const RuleSet& snapshot();
   // collect() finds the limits that apply and their keys; plan() makes one store hit per
   // distinct key; conclude() turns the store's verdicts into the Decision.
@@ -76,6 +94,8 @@ class Limiter {
   void conclude(Scratch& scratch, Decision& decision);
   template <class Req>
   Decision decide_now(const Req& request);
+  template <class Req>
+  void decide_many(std::span<const Req> requests, std::span<Decision> out);
   template <class Req>
   void decide_later(const Req& request, DecisionCallback done);
 
@@ -87,6 +107,7 @@ class Limiter {
   // check it with one shared read instead of touching the shared_ptr's count per decision.
   std::atomic<std::uint64_t> generation_;
   std::atomic<std::uint64_t> store_failures_{0};
+  std::unique_ptr<AsyncPool> pool_;  // finished asynchronous decisions, for reuse
 };
 
 }  // namespace sluice

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <mutex>
 #include <string_view>
 #include <unordered_set>
 
@@ -63,14 +64,6 @@ struct Limiter::Scratch {
     items.push_back(Item{&limit, descriptor, cost, key, 0, false});
   }
 };
-
-Limiter::Limiter(std::shared_ptr<const RuleSet> rules, Store& store, const Clock& clock)
-    : store_(store),
-      clock_(clock),
-      rules_(rules ? std::move(rules) : RuleSet::empty()),
-      generation_(g_generation.fetch_add(1) + 1) {}
-
-Limiter::~Limiter() = default;
 
 void Limiter::set_rules(std::shared_ptr<const RuleSet> rules) {
   if (!rules) rules = RuleSet::empty();
@@ -178,12 +171,69 @@ Decision Limiter::decide(const PathRequest& request) {
   return decide_now(request);
 }
 
+namespace {
+
+// How many requests decide_batch() works out and prefetches ahead of the one it decides. Enough
+// that several slot misses are in flight at once (a core tracks 10 to 16 outstanding misses to
+// memory), few enough that the prefetched lines are still in the L1 cache when their turn
+// comes, and a bound on the per-thread buffers whatever the batch's size.
+constexpr std::size_t kLookahead = 8;
+
+// reuse() makes `d` a fresh Decision that keeps its buffers' capacity.
+void reuse(Decision& d) noexcept {
+  std::vector<DescriptorStatus> statuses = std::move(d.statuses);
+  std::string error = std::move(d.error);
+  statuses.clear();
+  error.clear();
+  d = Decision{};
+  d.statuses = std::move(statuses);
+  d.error = std::move(error);
+}
+
+}  // namespace
+
+// Requests are prepared (collect, plan, prefetch) kLookahead ahead of the one being decided
+// (apply, conclude), each in its own scratch of a per-thread ring. Preparing reads only the
+// request and the rules, never the store's state, so deciding in request order keeps decide()'s
+// semantics exactly.
+template <class Req>
+void Limiter::decide_many(std::span<const Req> requests, std::span<Decision> out) {
+  static thread_local std::vector<Scratch> ring(kLookahead);
+  const std::size_t n = requests.size();
+  if (n == 0) return;
+  const RuleSet& rules = snapshot();
+  auto prepare = [&](std::size_t i) {
+    Scratch& sc = ring[i % kLookahead];
+    sc.clear();
+    collect(sc, rules, requests[i]);
+    plan(sc);
+    if (!sc.hits.empty()) store_.prefetch(sc.hits);
+  };
+  for (std::size_t i = 0; i < n && i < kLookahead; ++i)
+    prepare(i);
+  for (std::size_t i = 0; i < n; ++i) {
+    Scratch& sc = ring[i % kLookahead];
+    if (!sc.hits.empty()) sc.status = store_.apply(sc.hits, clock_.now_micros(), sc.verdicts);
+    reuse(out[i]);
+    conclude(sc, out[i]);
+    if (i + kLookahead < n) prepare(i + kLookahead);
+  }
+}
+
+void Limiter::decide_batch(std::span<const Request> requests, std::span<Decision> out) {
+  decide_many(requests, out);
+}
+
+void Limiter::decide_batch(std::span<const PathRequest> requests, std::span<Decision> out) {
+  decide_many(requests, out);
+}
+
 // Async is one decision in flight: its own scratch (the store reads its keys and writes its
-// verdicts until it completes) and the rule snapshot its limits point into.
+// verdicts until it completes) and the rule snapshot its limits point into. Finished ones are
+// kept for reuse, so a steady stream of decisions allocates little.
 struct Limiter::Async final : ApplyCompletion {
-  Async(Limiter& l, DecisionCallback d) : limiter(l), done(std::move(d)) {}
+  explicit Async(Limiter& l) : limiter(l) {}
   void applied(StoreStatus status) noexcept override {
-    std::unique_ptr<Async> self(this);
     sc.status = std::move(status);
     Decision decision;
     try {
@@ -192,7 +242,9 @@ struct Limiter::Async final : ApplyCompletion {
       decision = Decision{};
       decision.error = std::string("sluice: ") + e.what();
     }
-    done(std::move(decision));
+    DecisionCallback callback = std::move(done);
+    limiter.release(this);  // before the callback, which may decide again and reuse it
+    callback(std::move(decision));
   }
   Limiter& limiter;
   DecisionCallback done;
@@ -200,9 +252,50 @@ struct Limiter::Async final : ApplyCompletion {
   std::shared_ptr<const RuleSet> rules;
 };
 
+// AsyncPool holds finished Asyncs for reuse.
+struct Limiter::AsyncPool {
+  static constexpr std::size_t kMax = 1024;
+  std::mutex mu;
+  std::vector<std::unique_ptr<Async>> free;
+};
+
+Limiter::Limiter(std::shared_ptr<const RuleSet> rules, Store& store, const Clock& clock)
+    : store_(store),
+      clock_(clock),
+      rules_(rules ? std::move(rules) : RuleSet::empty()),
+      generation_(g_generation.fetch_add(1) + 1),
+      pool_(std::make_unique<AsyncPool>()) {
+  pool_->free.reserve(AsyncPool::kMax);
+}
+
+Limiter::~Limiter() = default;
+
+std::unique_ptr<Limiter::Async> Limiter::acquire() {
+  {
+    std::lock_guard lock(pool_->mu);
+    if (!pool_->free.empty()) {
+      std::unique_ptr<Async> a = std::move(pool_->free.back());
+      pool_->free.pop_back();
+      return a;
+    }
+  }
+  return std::make_unique<Async>(*this);
+}
+
+void Limiter::release(Async* a) noexcept {
+  std::unique_ptr<Async> owned(a);
+  owned->sc.clear();
+  owned->rules.reset();
+  std::lock_guard lock(pool_->mu);
+  if (pool_->free.size() < AsyncPool::kMax && pool_->free.capacity() > pool_->free.size()) {
+    pool_->free.push_back(std::move(owned));  // within capacity: cannot throw
+  }
+}
+
 template <class Req>
 void Limiter::decide_later(const Req& request, DecisionCallback done) {
-  auto op = std::make_unique<Async>(*this, std::move(done));
+  std::unique_ptr<Async> op = acquire();
+  op->done = std::move(done);
   snapshot();
   op->rules = t_snapshot.rules;
   collect(op->sc, *op->rules, request);

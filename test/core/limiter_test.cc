@@ -6,8 +6,12 @@
 
 #include <atomic>
 #include <optional>
+#include <random>
+#include <span>
+#include <string>
 #include <thread>
 #include <tuple>
+#include <vector>
 
 #include "sluice/memory_store.h"
 
@@ -329,6 +333,239 @@ TEST_F(LimiterTest, ThreadsDecideWhileRulesChange) {
   stop = true;
   swapper.join();
   EXPECT_EQ(passed.load(), 30);
+}
+
+// Every field of a Decision, on one line, so that two can be compared with a readable diff.
+std::string Describe(const Decision& d) {
+  std::string s = std::to_string(d.allowed) + " limit=" + std::to_string(d.limit) +
+                  " remaining=" + std::to_string(d.remaining) +
+                  " reset=" + std::to_string(d.reset_after) +
+                  " retry=" + std::to_string(d.retry_after) + " error=" + d.error;
+  for (const DescriptorStatus& st : d.statuses) {
+    s += " | " + std::to_string(st.descriptor_index) + " " + st.name + " " +
+         std::string(algorithm_name(st.spec.algorithm)) + " " + std::to_string(st.spec.limit) +
+         "/" + std::to_string(st.spec.window) + " b" + std::to_string(st.spec.burst) + " u" +
+         std::to_string(static_cast<int>(st.unit)) + " " + std::to_string(st.allowed) +
+         std::to_string(st.shadow) + std::to_string(st.unlimited) +
+         std::to_string(st.without_store) + " " + std::to_string(st.limit) + " " +
+         std::to_string(st.remaining) + " " + std::to_string(st.reset_after) + " " +
+         std::to_string(st.retry_after);
+  }
+  return s;
+}
+
+// A random request against EnvoyRules(): nested, wildcard, unlimited, shadow, replacing and
+// multi-limit descriptors, unmatched ones, overrides, per-descriptor and request costs (0 too),
+// up to three descriptors (sometimes the same one twice), now and then an unknown domain; values
+// over a few keys, so that limits run out.
+Request RandomRequest(std::mt19937& rng) {
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  const std::string v = std::string(1, static_cast<char>('a' + pick(3)));
+  Request r;
+  r.domain = pick(20) == 0 ? "other" : "test";
+  r.cost = pick(8) == 0 ? static_cast<std::uint64_t>(pick(3)) : 1;
+  const int descriptors = 1 + pick(3);
+  // One descriptor of each kind, on value v; the last one gets an override below.
+  const std::vector<Descriptor> kinds = {D({{"key1", "value1"}, {"subkey1", v}}),
+                                         D({{"key2", v}}),
+                                         D({{"key2", "value2"}}),
+                                         D({{"key3", "foo" + v}}),
+                                         D({{"key3", v + "bar"}}),
+                                         D({{"key4", v}}),
+                                         D({{"key5", "v"}}),
+                                         D({{"key6", "a"}}),
+                                         D({{"key7", "b"}}),
+                                         D({{"key8", v}}),
+                                         D({{"no-rule", v}}),
+                                         D({{"key2", v}})};
+  for (int i = 0; i < descriptors; ++i) {
+    const std::size_t kind = static_cast<std::size_t>(pick(static_cast<int>(kinds.size())));
+    Descriptor d = kinds[kind];
+    if (kind + 1 == kinds.size()) d.limit = LimitOverride{3, Unit::kSecond};
+    if (pick(6) == 0) d.cost = static_cast<std::uint64_t>(pick(4));
+    r.descriptors.push_back(d);
+    if (pick(10) == 0) r.descriptors.push_back(d);
+  }
+  return r;
+}
+
+PathRequest RandomPathRequest(std::mt19937& rng) {
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  static const char* const kPaths[] = {"/login", "/api/x", "/api/y", "/nope"};
+  PathRequest r;
+  r.path = kPaths[pick(4)];
+  r.cost = pick(8) == 0 ? static_cast<std::uint64_t>(pick(3)) : 1;
+  if (pick(2) == 0)
+    r.data.emplace_back("user_id", std::string(1, static_cast<char>('a' + pick(3))));
+  if (pick(3) == 0) r.data.emplace_back("plan", pick(2) == 0 ? "free" : "pro");
+  if (pick(2) == 0)
+    r.data.emplace_back("api_key", std::string(1, static_cast<char>('a' + pick(3))));
+  if (pick(4) == 0) r.data.emplace_back("other", "1");
+  return r;
+}
+
+// decide_batch() on one limiter gives exactly the Decisions that decide() on each request in
+// turn gives on another, fresh one: batches of every size around the look-ahead (reusing the
+// same Decisions, so stale contents must not leak), the clock moving between batches, and a rule
+// swap halfway.
+template <class Req>
+void ExpectBatchesDecideAsOneByOne(Req (*random_request)(std::mt19937&)) {
+  ManualClock batch_clock(kT0), single_clock(kT0);
+  MemoryStore batch_store, single_store;
+  Limiter batched(EnvoyRules(), batch_store, batch_clock);
+  Limiter single(EnvoyRules(), single_store, single_clock);
+  std::mt19937 rng(7);
+  std::vector<Decision> out;
+  int denied = 0, compared = 0;
+  for (int round = 0; round < 400; ++round) {
+    static constexpr std::size_t kSizes[] = {0, 1, 2, 5, 7, 8, 9, 16, 17, 40};
+    std::vector<Req> requests(kSizes[round % std::size(kSizes)]);
+    for (Req& r : requests)
+      r = random_request(rng);
+    if (out.size() < requests.size()) out.resize(requests.size());
+    batched.decide_batch(requests, out);
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      const Decision want = single.decide(requests[i]);
+      ASSERT_EQ(Describe(out[i]), Describe(want)) << "round " << round << ", request " << i;
+      denied += !want.allowed;
+      ++compared;
+    }
+    if (round == 200) {
+      batched.set_rules(EnvoyRules());
+      single.set_rules(EnvoyRules());
+    }
+    const auto gap = std::chrono::milliseconds(rng() % 1500);
+    batch_clock.advance(gap);
+    single_clock.advance(gap);
+  }
+  // The sequence must exercise both verdicts, or it compares little.
+  EXPECT_GT(denied, compared / 10);
+  EXPECT_LT(denied, compared * 9 / 10);
+}
+
+TEST(LimiterBatch, DecidesExactlyAsDecideOneByOne) {
+  ExpectBatchesDecideAsOneByOne(&RandomRequest);
+}
+
+TEST(LimiterBatch, DecidesPathRequestsExactlyAsDecideOneByOne) {
+  ExpectBatchesDecideAsOneByOne(&RandomPathRequest);
+}
+
+// Within one batch, a request sees what the requests before it consumed, and a denied request
+// (all-or-nothing across its descriptors) consumes nothing.
+TEST_F(LimiterTest, BatchDecidesInOrder) {
+  std::vector<Request> requests;
+  for (int i = 0; i < 7; ++i)
+    requests.push_back(Request{"test", {D({{"key1", "value1"}, {"subkey1", "order"}})}, 1});
+  // key2=value2 (30/min) with key7=b (1/s): only the first passes, the others consume nothing.
+  for (int i = 0; i < 3; ++i)
+    requests.push_back(Request{"test", {D({{"key2", "value2"}}), D({{"key7", "b"}})}, 1});
+  std::vector<Decision> out(requests.size());
+  limiter_.decide_batch(requests, out);
+  for (int i = 0; i < 7; ++i)
+    EXPECT_EQ(out[static_cast<std::size_t>(i)].allowed, i < 5) << i;
+  EXPECT_EQ(out[4].remaining, 0u);
+  EXPECT_TRUE(out[7].allowed);
+  EXPECT_FALSE(out[8].allowed);
+  EXPECT_FALSE(out[9].allowed);
+  EXPECT_EQ(out[9].statuses[0].remaining, 29u) << "denied requests consumed nothing";
+  // An empty batch decides nothing and touches nothing.
+  limiter_.decide_batch(std::span<const Request>(), std::span<Decision>());
+}
+
+// A store that logs every prefetch() and apply() by key, and decides in a MemoryStore.
+class LoggingStore final : public Store {
+ public:
+  StoreStatus apply(std::span<const Hit> hits, Micros now,
+                    std::span<Verdict> out) noexcept override {
+    for (const Hit& h : hits)
+      log.push_back("apply " + std::string(h.key));
+    return inner.apply(hits, now, out);
+  }
+  void prefetch(std::span<const Hit> hits) noexcept override {
+    for (const Hit& h : hits)
+      log.push_back("prefetch " + std::string(h.key));
+  }
+  std::string name() const override { return "logging"; }
+  bool decides_locally() const noexcept override { return true; }
+
+  MemoryStore inner;
+  std::vector<std::string> log;
+};
+
+// decide_batch() asks the store to prefetch each request's keys once, some requests ahead of
+// deciding them; decide() never does.
+TEST(LimiterBatch, PrefetchesEveryKeyAheadOfItsApply) {
+  ManualClock clock(kT0);
+  LoggingStore store;
+  Limiter limiter(EnvoyRules(), store, clock);
+  limiter.decide(Request{"test", {D({{"key2", "single"}})}, 1});
+  EXPECT_EQ(store.log, std::vector<std::string>{"apply " + store.log.at(0).substr(6)});
+  store.log.clear();
+
+  std::vector<Request> requests;
+  for (int i = 0; i < 30; ++i)
+    requests.push_back(Request{"test", {D({{"key2", "k" + std::to_string(i)}})}, 1});
+  std::vector<Decision> out(requests.size());
+  limiter.decide_batch(requests, out);
+  ASSERT_EQ(store.log.size(), 60u);
+  std::size_t prefetched_before_first_apply = 0;
+  while (store.log[prefetched_before_first_apply].starts_with("prefetch "))
+    ++prefetched_before_first_apply;
+  EXPECT_GE(prefetched_before_first_apply, 4u) << "several requests are prefetched ahead";
+  for (std::size_t i = 0; i < store.log.size(); ++i) {
+    if (!store.log[i].starts_with("apply ")) continue;
+    const std::string key = store.log[i].substr(6);
+    std::size_t prefetches = 0, before = 0;
+    for (std::size_t j = 0; j < store.log.size(); ++j) {
+      if (store.log[j] != "prefetch " + key) continue;
+      ++prefetches;
+      before += j < i;
+    }
+    EXPECT_EQ(prefetches, 1u) << key;
+    EXPECT_EQ(before, 1u) << key << " is prefetched before it is applied";
+  }
+  for (const Decision& d : out)
+    EXPECT_TRUE(d.allowed);
+}
+
+// decide_batch() prefetches through each shard's table address without the shard's lock while
+// other threads grow the tables by inserting keys (and decide_batch's own new keys grow them
+// too). Under ThreadSanitizer this must report no race; everywhere, no decision may be lost.
+TEST(LimiterBatch, BatchesWhileOtherThreadsGrowTheTables) {
+  ManualClock clock(kT0);
+  MemoryStore store({.max_keys = 200'000, .shards = 2});
+  Limiter limiter(EnvoyRules(), store, clock);
+  constexpr int kKeysPerThread = 12'000;
+  constexpr std::size_t kBatch = 16;
+  std::atomic<int> allowed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {  // inserts one key at a time
+      for (int i = 0; i < kKeysPerThread; ++i) {
+        const std::string v = "insert-" + std::to_string(t) + "-" + std::to_string(i);
+        allowed += limiter.decide(Request{"test", {D({{"key2", v}})}, 1}).allowed;
+      }
+    });
+    threads.emplace_back([&, t] {  // decides in batches: each key twice, then old keys again
+      std::vector<Request> requests(kBatch);
+      std::vector<Decision> out(kBatch);
+      for (int i = 0; i < kKeysPerThread; i += static_cast<int>(kBatch / 2)) {
+        for (std::size_t k = 0; k < kBatch; ++k) {
+          const int key = i + static_cast<int>(k / 2);
+          requests[k] = Request{
+              "test", {D({{"key2", "batch-" + std::to_string(t) + "-" + std::to_string(key)}})}, 1};
+        }
+        limiter.decide_batch(requests, out);
+        for (const Decision& d : out)
+          allowed += d.allowed;
+      }
+    });
+  }
+  for (auto& th : threads)
+    th.join();
+  EXPECT_EQ(allowed.load(), 2 * kKeysPerThread + 2 * 2 * kKeysPerThread);
+  EXPECT_EQ(store.size(), std::size_t{4 * kKeysPerThread});
 }
 
 }  // namespace
