@@ -59,7 +59,7 @@ bench-scaling: build
 	@bash scripts/bench-scaling.sh $(BUILD)
 
 # `sluice serve` under steady load for 10 minutes, its RSS sampled every second; fails if RSS
-# grows after warm-up (scripts/soak.sh; docs/reliability-resources.md). soak-smoke: 60 s.
+# grows after warm-up (scripts/soak.sh; docs/reliability.md). soak-smoke: 60 s.
 soak: build
 	@bash scripts/soak.sh $(BUILD)
 

@@ -1,7 +1,7 @@
 // Bad input at every entry point of a real server (in process, on free loopback ports): each
 // class of malformed or hostile input is answered with a clear error (a status and a message
 // naming the problem), changes no state (the counters a following valid request sees, the rules,
-// the rule files), and leaves the server answering. docs/reliability-input.md tabulates what is
+// the rule files), and leaves the server answering. docs/reliability.md tabulates what is
 // tried here and what sluice answers.
 #include <grpcpp/grpcpp.h>
 

@@ -1,4 +1,4 @@
-// Bounded resources (docs/reliability-resources.md): a key explosion keeps the memory store at its
+// Bounded resources (docs/reliability.md): a key explosion keeps the memory store at its
 // bound and the process's RSS flat; a thousand idle connections and fifty slow clients do not
 // starve normal clients, and are closed after the documented timeouts.
 #include <grpcpp/grpcpp.h>
@@ -46,7 +46,7 @@ std::size_t rss_bytes() {
 
 // Ten times more distinct keys than max_keys, each hit once in one long window: the store stays
 // at its bound, its tables stop growing once full, and RSS with them. (Full size, 10M keys at
-// 1M, by hand with SLUICE_EXPLOSION_MAX_KEYS: docs/reliability-resources.md.)
+// 1M, by hand with SLUICE_EXPLOSION_MAX_KEYS: docs/reliability.md.)
 TEST(KeyExplosion, MemoryStoreStaysAtItsBound) {
 #ifdef SLUICE_SANITIZED
   std::size_t max_keys = 50'000;  // sanitizers are 10-40x slower

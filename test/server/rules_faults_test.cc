@@ -1,4 +1,4 @@
-// Faults around the rules (docs/reliability-faults.md): the rules directory gone or replaced by a
+// Faults around the rules (docs/reliability.md): the rules directory gone or replaced by a
 // file, a rule file replaced by a half-written one, and the disk full (a real tmpfs, and a file
 // size limit) while an admin change is persisted. In each, the server keeps serving the last
 // good rules, says what is wrong (metrics, the API's answer), leaves nothing half-written, and

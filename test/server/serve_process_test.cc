@@ -457,7 +457,7 @@ TEST(ServeShutdown, SigtermUnderLoadAnswersEveryRequestInFlightAndExitsZero) {
 #if defined(__SANITIZE_THREAD__)
   // Under TSan the TSan-built `sluice serve` reports a race at shutdown and halts (exit 66):
   // GrpcServer::shutdown() destroys the grpc::Server while a Redis I/O thread is still inside
-  // ServerUnaryReactor::Finish() (grpc_server.cc:45), docs/reliability-faults.md. Remove this
+  // ServerUnaryReactor::Finish() (grpc_server.cc:45), docs/reliability.md. Remove this
   // skip with the fix.
   GTEST_SKIP() << "open bug: grpc::Server destroyed while a reactor's Finish() runs";
 #endif
@@ -469,7 +469,7 @@ TEST(ServeShutdown, SigtermUnderLoadAnswersEveryRequestInFlightAndExitsZero) {
 // four deciding clients alone lose some). HttpServer::shutdown() closes
 // the listening socket (the kernel resets the connections still in its backlog), drops a socket
 // accepted once stopping_ is set, and stop_if_idle() closes a fresh connection whose request has
-// arrived but not been read yet. docs/reliability-faults.md has the fix; enable this test with it.
+// arrived but not been read yet. docs/reliability.md has the fix; enable this test with it.
 TEST(ServeShutdown, DISABLED_SigtermWhileConnectionsOpenAnswersEveryRequestSent) {
   SigtermUnderLoad(2, /*strict=*/true);
 }
