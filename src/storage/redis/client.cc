@@ -150,16 +150,24 @@ const char* step_name(std::uint32_t step) {
 }
 
 // hiredis's reader builds our Reply tree directly, through these object functions, instead of
-// a redisReply tree to convert and free. An array's elements are sized when it is created, so a
-// child is its parent's element in place; only the root is allocated (and freed by hiredis on a
-// protocol error, or by dispatch()). Allocation failures return null, which hiredis reports as
-// out of memory.
+// a redisReply tree to convert and free. A child is its parent's element in place; only the root
+// is allocated (and freed by hiredis on a protocol error, or by ReplyReader::next()). An array
+// grows as its elements arrive, never on the count its header announces, so a few bytes cannot
+// make the reader allocate gigabytes. Growing moves only finished siblings: the parent and its
+// ancestors, which hiredis points to, stay where they are. Allocation failures return null,
+// which hiredis reports as out of memory.
 Reply* reply_slot(const redisReadTask* task) {
   if (task->parent != nullptr) {
-    return &static_cast<Reply*>(task->parent->obj)->elements[static_cast<std::size_t>(task->idx)];
+    std::vector<Reply>& elements = static_cast<Reply*>(task->parent->obj)->elements;
+    const auto idx = static_cast<std::size_t>(task->idx);
+    if (elements.size() <= idx) elements.resize(idx + 1);
+    return &elements[idx];
   }
   return new Reply;
 }
+
+// The elements reserved when an array's header arrives, whatever it announces.
+constexpr int kReservedElements = 64;
 
 void* create_string(const redisReadTask* task, char* str, std::size_t len) noexcept {
   try {
@@ -178,7 +186,7 @@ void* create_array(const redisReadTask* task, int elements) noexcept {
   try {
     Reply* r = reply_slot(task);
     r->type = Reply::Type::kArray;
-    r->elements.resize(static_cast<std::size_t>(std::max(elements, 0)));
+    r->elements.reserve(static_cast<std::size_t>(std::clamp(elements, 0, kReservedElements)));
     return r;
   } catch (const std::exception&) {
     return nullptr;

@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <bit>
 #include <charconv>
 #include <cstdio>
@@ -166,6 +167,47 @@ bool all_integers(const Reply& r) {
   return true;
 }
 
+// The script sends times within +-2^53 microseconds (Lua's exact integers) and counts within
+// what a limit can hold; anything else did not come from it.
+constexpr std::int64_t kTimeBound = std::int64_t{1} << 53;
+bool time_ok(const Reply& r) {
+  return r.integer > -kTimeBound && r.integer < kTimeBound;
+}
+bool count_ok(const Reply& r) {
+  return r.integer >= 0 && static_cast<std::uint64_t>(r.integer) <= kMaxLimit;
+}
+
+// state_ok() tells whether a hit's state (all integers) is one the script could send: the right
+// size for its algorithm, times and counts in range, and a sliding log's live entries oldest
+// first, after the horizon and not after its last hit, each of a positive cost.
+bool state_ok(const std::vector<Reply>& e, const LimitSpec& spec, Micros now) {
+  if (e.empty()) return true;
+  if (!time_ok(e[0])) return false;
+  switch (spec.algorithm) {
+    case Algorithm::kFixedWindow:
+      return e.size() == 2 && count_ok(e[1]);
+    case Algorithm::kSlidingWindowCounter:
+      return e.size() == 3 && count_ok(e[1]) && count_ok(e[2]);
+    case Algorithm::kTokenBucket:
+      return e.size() == 3 && time_ok(e[1]) && count_ok(e[2]);
+    case Algorithm::kSlidingWindowLog: {
+      if (e.size() % 2 != 1) return false;
+      const Micros horizon = std::max(now, e[0].integer) - spec.window;
+      std::uint64_t sum = 0;
+      for (std::size_t j = 1; j + 1 < e.size(); j += 2) {
+        const Micros t = e[j].integer;
+        if (!time_ok(e[j]) || t <= horizon || t > e[0].integer || (j > 1 && t <= e[j - 2].integer))
+          return false;
+        if (!count_ok(e[j + 1]) || e[j + 1].integer == 0) return false;
+        sum += static_cast<std::uint64_t>(e[j + 1].integer);
+        if (sum > kMaxLimit) return false;
+      }
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 StoreStatus read_decide_reply(const Reply& reply, std::span<const Hit> hits,
@@ -177,10 +219,12 @@ StoreStatus read_decide_reply(const Reply& reply, std::span<const Hit> hits,
     return protocol_error("redis: unexpected reply to the decide script");
   }
   const Micros now = reply.elements[0].integer;
+  if (!time_ok(reply.elements[0])) return protocol_error("redis: time out of range in a reply");
   const bool committed = reply.elements[1].integer == 1;
   for (std::size_t i = 0; i < hits.size(); ++i) {
     const Reply& st = reply.elements[i + 2];
-    if (st.type != Reply::Type::kArray || !all_integers(st)) {
+    if (st.type != Reply::Type::kArray || !all_integers(st) ||
+        !state_ok(st.elements, *hits[i].spec, now)) {
       return protocol_error("redis: unexpected state in the decide script's reply");
     }
     const auto& e = st.elements;
