@@ -28,10 +28,22 @@ grpc::ServerUnaryReactor* RawRateLimitService::ShouldRateLimit(grpc::CallbackSer
   if (pool_ == nullptr) {
     finish(this, reactor, req, response);
   } else {
-    pool_->post(
-        [this, reactor, response, req = std::move(req)] { finish(this, reactor, req, response); });
+    {
+      std::lock_guard lock(pending_mu_);
+      ++pending_;
+    }
+    pool_->post([this, reactor, response, req = std::move(req)] {
+      finish(this, reactor, req, response);
+      std::lock_guard lock(pending_mu_);
+      if (--pending_ == 0) pending_cv_.notify_all();
+    });
   }
   return reactor;
+}
+
+void RawRateLimitService::drain() {
+  std::unique_lock lock(pending_mu_);
+  pending_cv_.wait(lock, [this] { return pending_ == 0; });
 }
 
 void RawRateLimitService::finish(RawRateLimitService* self, grpc::ServerUnaryReactor* reactor,
@@ -120,8 +132,10 @@ bool GrpcServer::start(const std::vector<grpc::Service*>& services, std::string&
     builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, ms);
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, ms);
   }
-  for (grpc::Service* s : services)
+  for (grpc::Service* s : services) {
     builder.RegisterService(s);
+    if (auto* rls = dynamic_cast<RawRateLimitService*>(s)) rate_limit_services_.push_back(rls);
+  }
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || selected == 0) {
     error = "cannot listen on " + options_.listen + " (gRPC)";
@@ -139,6 +153,11 @@ void GrpcServer::shutdown(std::chrono::milliseconds grace) {
   if (auto* health = server_->GetHealthCheckService()) health->SetServingStatus(false);
   server_->Shutdown(std::chrono::system_clock::now() + grace);
   server_->Wait();
+  // A pool thread may still be inside a reactor's Finish() (Wait() returns once it is called):
+  // the server goes only once every such call has returned. Decisions are bounded by the
+  // store's timeout, so this wait is too.
+  for (RawRateLimitService* s : rate_limit_services_)
+    s->drain();
   server_.reset();
 }
 

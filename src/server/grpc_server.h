@@ -6,8 +6,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -36,11 +38,17 @@ class RawRateLimitService : public rls::RateLimitService::WithRawCallbackMethod_
                               rls::RateLimitResponse& response) = 0;
   // refused() is told of each malformed request.
   virtual void refused() {}
+  // drain() waits until no call handed to the pool is still answering (the last one is past its
+  // reactor's Finish()), so that the gRPC server can be destroyed.
+  void drain();
 
  private:
   static void finish(RawRateLimitService* self, grpc::ServerUnaryReactor* reactor,
                      const rls::RateLimitRequest& request, grpc::ByteBuffer* out);
   BlockingPool* pool_;
+  std::mutex pending_mu_;
+  std::condition_variable pending_cv_;
+  std::size_t pending_ = 0;  // calls handed to the pool and not yet finished
 };
 
 // RateLimitService decides ShouldRateLimit calls with a Limiter.
@@ -94,6 +102,7 @@ class GrpcServer {
 
  private:
   GrpcServerOptions options_;
+  std::vector<RawRateLimitService*> rate_limit_services_;  // drained before server_ goes
   std::unique_ptr<grpc::Server> server_;
   std::uint16_t port_ = 0;
 };

@@ -65,10 +65,11 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
     });
   }
 
-  // stop_if_idle() closes the connection if it waits for a request; one being handled is
-  // answered first (then the connection closes, as the server is stopping).
+  // stop_if_idle() closes the connection if it waits for a request and none has come; one
+  // that has come (its bytes waiting, or being read, handled or answered) is answered first,
+  // then the connection closes, as the server is stopping.
   void stop_if_idle() {
-    if (!busy_) {
+    if (!busy_ && !request_waiting()) {
       beast::error_code ec;
       stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
       stream_.socket().close(ec);
@@ -107,9 +108,19 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
     });
   }
 
+  // request_waiting() tells whether a client has sent bytes this connection has not read yet:
+  // the start of a request that must be answered even while the server stops.
+  bool request_waiting() {
+    beast::error_code ec;
+    return buffer_.size() != 0 || stream_.socket().available(ec) != 0;
+  }
+
   void read() {
     busy_ = false;
-    if (server_.stopping_.load(std::memory_order_relaxed)) return close();
+    // While stopping, a connection reads only a request already sent (or the first one of a
+    // connection accepted while stopping, which its client sent before the listener closed).
+    if (server_.stopping_.load(std::memory_order_relaxed) && answered_ != 0 && !request_waiting())
+      return close();
     parser_.emplace();
     parser_->body_limit(server_.options_.max_body_bytes);
     parser_->header_limit(static_cast<std::uint32_t>(server_.options_.max_header_bytes));
@@ -267,6 +278,7 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
       http::async_write(stream, res_,
                         [self = shared_from_this()](beast::error_code ec, std::size_t) {
                           self->writing_ = false;
+                          ++self->answered_;
                           if (!ec && self->linger_) return self->linger();
                           if (ec || !self->res_.keep_alive()) return self->close();
                           self->read();
@@ -313,6 +325,7 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
   bool busy_ = false;  // a request is being read past its header, handled or answered
   bool linger_ = false;
   bool head_ = false;
+  std::uint64_t answered_ = 0;       // answers written
   std::unique_ptr<char[]> scratch_;  // what linger() reads into
   std::size_t drained_ = 0;
 };
@@ -397,16 +410,17 @@ bool HttpServer::start(std::string& error) {
   return true;
 }
 
+void HttpServer::serve(tcp::socket socket) {
+  beast::error_code nodelay_ec;
+  socket.set_option(tcp::no_delay(true), nodelay_ec);
+  std::make_shared<Session>(*this, std::move(socket))->start();
+}
+
 void HttpServer::accept() {
   acceptor_.async_accept(net::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
-    if (stopping_.load()) return;
-    if (!ec) {
-      beast::error_code nodelay_ec;
-      socket.set_option(tcp::no_delay(true), nodelay_ec);
-      std::make_shared<Session>(*this, std::move(socket))->start();
-    } else if (ec == net::error::operation_aborted) {
-      return;
-    } else {
+    if (!ec) serve(std::move(socket));  // also while stopping: its client may have sent already
+    if (stopping_.load() || ec == net::error::operation_aborted) return;
+    if (ec) {
       // Out of descriptors, say: the connection stays queued and accepting again at once fails
       // at once, a loop that would take a core. Log, wait a moment, then accept again.
       spdlog::warn("http accept: {} (accepting again in 50 ms)", ec.message());
@@ -435,7 +449,16 @@ void HttpServer::shutdown(std::chrono::milliseconds grace) {
   shut_down_ = true;
   stopping_.store(true);
   net::post(acceptor_.get_executor(), [this] {
+    // Serve the connections the kernel has queued before closing the listener: their clients
+    // may have sent requests already, which closing would reset unanswered. Connections that
+    // come later are refused (nothing sent is lost: the client sees the refusal).
     beast::error_code ec;
+    acceptor_.non_blocking(true, ec);
+    for (int i = 0; i < 100'000 && !ec; ++i) {
+      tcp::socket socket(net::make_strand(io_));
+      acceptor_.accept(socket, ec);
+      if (!ec) serve(std::move(socket));
+    }
     acceptor_.close(ec);
     accept_retry_.cancel();
   });

@@ -82,6 +82,8 @@ class HttpServer {
 
  private:
   void accept();
+  // serve() starts a session on an accepted connection.
+  void serve(boost::asio::ip::tcp::socket socket);
   void add(const std::shared_ptr<Session>& session);
   void remove(Session* session);
 

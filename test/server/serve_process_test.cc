@@ -323,8 +323,7 @@ Outcome attempt_post(int port, const std::string& target, const std::string& bod
 // UNAVAILABLE); the process exits 0 within the grace period.
 //
 // With `strict`, a request sent on an accepted connection and closed unanswered fails the test;
-// without, such requests are only counted and printed (see the DISABLED_ test below: today a
-// fresh connection can lose its request at shutdown, more often the slower the server).
+// without, such requests are only counted and printed.
 void SigtermUnderLoad(int health_clients, bool strict) {
   namespace rls = envoy::service::ratelimit::v3;
   RedisServer redis;
@@ -454,23 +453,14 @@ void SigtermUnderLoad(int health_clients, bool strict) {
 }
 
 TEST(ServeShutdown, SigtermUnderLoadAnswersEveryRequestInFlightAndExitsZero) {
-#if defined(__SANITIZE_THREAD__)
-  // Under TSan the TSan-built `sluice serve` reports a race at shutdown and halts (exit 66):
-  // GrpcServer::shutdown() destroys the grpc::Server while a Redis I/O thread is still inside
-  // ServerUnaryReactor::Finish() (grpc_server.cc:45), docs/reliability.md. Remove this
-  // skip with the fix.
-  GTEST_SKIP() << "open bug: grpc::Server destroyed while a reactor's Finish() runs";
-#endif
   SigtermUnderLoad(0, /*strict=*/false);
 }
 
-// The same, strict, with connections opened at every moment: FAILS today (1-3 of ~4000 requests
-// sent on a fresh connection are closed unanswered in about half the plain runs; under TSan the
-// four deciding clients alone lose some). HttpServer::shutdown() closes
-// the listening socket (the kernel resets the connections still in its backlog), drops a socket
-// accepted once stopping_ is set, and stop_if_idle() closes a fresh connection whose request has
-// arrived but not been read yet. docs/reliability.md has the fix; enable this test with it.
-TEST(ServeShutdown, DISABLED_SigtermWhileConnectionsOpenAnswersEveryRequestSent) {
+// The same, strict, with connections opened at every moment: every request a client sent is
+// answered. HttpServer::shutdown() serves the connections queued in the listener's backlog
+// before closing it, serves a connection accepted while stopping, and closes an idle connection
+// only when no request of its client is waiting to be read.
+TEST(ServeShutdown, SigtermWhileConnectionsOpenAnswersEveryRequestSent) {
   SigtermUnderLoad(2, /*strict=*/true);
 }
 
