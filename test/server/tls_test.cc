@@ -197,7 +197,7 @@ grpc::Status should_rate_limit(const std::shared_ptr<grpc::Channel>& channel,
 
 TEST_F(Tls, GrpcOverTls) {
   TlsServer s(certs_);
-  const std::string address = "localhost:" + std::to_string(s.grpc_port());
+  const std::string address = "127.0.0.1:" + std::to_string(s.grpc_port());
   grpc::SslCredentialsOptions tls;
   tls.pem_root_certs = read_all(certs_.ca());
   auto channel = grpc::CreateChannel(address, grpc::SslCredentials(tls));
@@ -225,7 +225,7 @@ TEST_F(Tls, GrpcMutualTls) {
   ServerOptions o;
   o.tls_client_ca_file = certs_.ca();
   TlsServer s(certs_, o);
-  const std::string address = "localhost:" + std::to_string(s.grpc_port());
+  const std::string address = "127.0.0.1:" + std::to_string(s.grpc_port());
   grpc::SslCredentialsOptions tls;
   tls.pem_root_certs = read_all(certs_.ca());
   rls::RateLimitResponse resp;
