@@ -65,11 +65,13 @@ class HttpServer::Session : public std::enable_shared_from_this<Session> {
     });
   }
 
-  // stop_if_idle() closes the connection if it waits for a request and none has come; one
-  // that has come (its bytes waiting, or being read, handled or answered) is answered first,
-  // then the connection closes, as the server is stopping.
+  // stop_if_idle() closes a kept-alive connection that waits for its next request and has none
+  // waiting. A request that has come (its bytes waiting, or being read, handled or answered) is
+  // answered first, then the connection closes, as the server is stopping; so is the first
+  // request of a connection that has answered none yet (its client connected to send one; the
+  // idle timeout and the grace period bound the wait).
   void stop_if_idle() {
-    if (!busy_ && !request_waiting()) {
+    if (!busy_ && answered_ != 0 && !request_waiting()) {
       beast::error_code ec;
       stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
       stream_.socket().close(ec);
