@@ -20,6 +20,7 @@
 #include "storage/redis/script.h"
 #include "storage/redis/sha1.h"
 #include "support/delay_proxy.h"
+#include "support/failure_mode_rules.h"
 #include "support/redis_harness.h"
 
 namespace sluice {
@@ -31,20 +32,7 @@ constexpr Micros kT0 = seconds_to_micros(1'700'000'000);
 
 // A rule per failure mode: 5 per minute on a key-only descriptor.
 std::shared_ptr<const RuleSet> Rules() {
-  RuleSource src;
-  DomainRules d;
-  d.domain = "faults";
-  for (auto [key, mode] :
-       {std::pair{"open", FailureMode::kAllow}, std::pair{"closed", FailureMode::kDeny}}) {
-    DescriptorRule r;
-    r.key = key;
-    LimitDef def = LimitDef::per_unit(5, Unit::kMinute, Algorithm::kTokenBucket);
-    def.failure_mode = mode;
-    r.limits.push_back(def);
-    d.descriptors.push_back(r);
-  }
-  src.domains.push_back(d);
-  return RuleSet::compile(std::move(src));
+  return testing::OpenAndClosedRules("faults", 5, Unit::kMinute, Algorithm::kTokenBucket);
 }
 
 Request Hit(std::string key, std::string value = "u") {

@@ -8,6 +8,7 @@
 #include "sluice/limiter.h"
 #include "sluice/storage.h"
 #include "storage/redis/client.h"
+#include "support/failure_mode_rules.h"
 #include "support/harness_common.h"
 #include "support/redis_harness.h"
 #include "support/test_certs.h"
@@ -21,20 +22,7 @@ constexpr Micros kT0 = seconds_to_micros(1'700'000'000);
 
 // 3 per minute on each of two keys, one failing open and one closed.
 std::shared_ptr<const RuleSet> Rules() {
-  RuleSource src;
-  DomainRules d;
-  d.domain = "tls";
-  for (auto [key, mode] :
-       {std::pair{"open", FailureMode::kAllow}, std::pair{"closed", FailureMode::kDeny}}) {
-    DescriptorRule r;
-    r.key = key;
-    LimitDef def = LimitDef::per_unit(3, Unit::kMinute, Algorithm::kFixedWindow);
-    def.failure_mode = mode;
-    r.limits.push_back(def);
-    d.descriptors.push_back(r);
-  }
-  src.domains.push_back(d);
-  return RuleSet::compile(std::move(src));
+  return testing::OpenAndClosedRules("tls", 3, Unit::kMinute, Algorithm::kFixedWindow);
 }
 
 Request Hit(std::string key) {
