@@ -480,7 +480,9 @@ struct Client::Impl {
       std::uint32_t s = call.state.load(std::memory_order_acquire);
       if (s == Call::kDone) return true;
       if (s == Call::kWaiting && Clock::now() >= deadline) {
-        if (call.state.compare_exchange_strong(s, Call::kAbandoned, std::memory_order_acquire))
+        // Release: the I/O thread that sees kAbandoned frees the Call, so everything this
+        // thread did with it must happen before that.
+        if (call.state.compare_exchange_strong(s, Call::kAbandoned, std::memory_order_acq_rel))
           return false;
         continue;  // a reply is being delivered just now
       }
