@@ -69,6 +69,9 @@ struct RedisStoreOptions {
   // Eventual mode: the share of a limit one instance admits on its own (a key it has not synced
   // yet, Redis unreachable), in (0, 1]; 0 means 1/K for the K instances seen in Redis.
   double local_share = 0;
+  // Eventual mode: the most keys decided locally; hits on further keys are decided in Redis, as
+  // strong limits are, until idle local keys are dropped.
+  std::size_t eventual_max_keys = 1'000'000;
   // After a timeout or a lost connection, decisions stop waiting on Redis (they fail at once,
   // and each limit's failure_mode decides) for this long, doubling up to the max while probes
   // keep failing.

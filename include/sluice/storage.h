@@ -12,8 +12,10 @@
 // over_limit_cache=on|off (default on: keys known to be over their limit are answered locally
 // until they can pass again, sluice/over_limit_cache.h; off with time=redis),
 // consistency=strong|eventual (for limits that name none; default strong), sync_interval_ms
-// (eventual mode's rounds, default 100) and local_share (eventual mode: the share of a limit an
-// instance admits on its own, default 1/instances; sluice/eventual_store.h). User and
+// (eventual mode's rounds, default 100), local_share (eventual mode: the share of a limit an
+// instance admits on its own, default 1/instances; sluice/eventual_store.h) and max_keys
+// (eventual mode: the most keys decided locally, default 1000000; hits on further keys are
+// decided in Redis). User and
 // password may be percent-encoded. redis+cluster:// takes seed nodes (any reachable one yields
 // the slot map; the port defaults to 6379), the same options except db (a cluster has only
 // database 0), and max_redirects (MOVED/ASK/TRYAGAIN followed per decision, default 5).

@@ -117,12 +117,16 @@ bool redis_option(std::string_view key, std::string_view value, RedisStoreOption
       return false;
     }
     o.local_share = share;
+  } else if (key == "max_keys") {
+    auto v = number(1, 1'000'000'000);
+    if (!v) return false;
+    o.eventual_max_keys = static_cast<std::size_t>(*v);
   } else {
     error =
         "storage URL: unknown option '" + std::string(key) +
         "' (known: prefix, connections, timeout_ms, connect_timeout_ms, grace_ms, db, time, "
-        "over_limit_cache, consistency, sync_interval_ms, local_share, tls_ca, tls_cert, tls_key, "
-        "tls_server_name, tls_verify)";
+        "over_limit_cache, consistency, sync_interval_ms, local_share, max_keys, tls_ca, tls_cert, "
+        "tls_key, tls_server_name, tls_verify)";
     return false;
   }
   return true;
@@ -178,8 +182,8 @@ bool parse_query(std::string_view query, RedisStoreOptions& o, std::string& erro
       if (cluster != nullptr && error.find("unknown option") != std::string::npos) {
         error = "storage URL: unknown option '" + std::string(key) +
                 "' (known: prefix, connections, timeout_ms, connect_timeout_ms, grace_ms, time, "
-                "over_limit_cache, consistency, sync_interval_ms, local_share, tls_ca, tls_cert, "
-                "tls_key, tls_server_name, tls_verify, max_redirects)";
+                "over_limit_cache, consistency, sync_interval_ms, local_share, max_keys, tls_ca, "
+                "tls_cert, tls_key, tls_server_name, tls_verify, max_redirects)";
       }
       return false;
     }
@@ -389,6 +393,7 @@ std::unique_ptr<Store> open_redis(const Options& options, const RedisStoreOption
   e.sync_interval = o.sync_interval;
   e.default_consistency = o.consistency;
   e.local_share = o.local_share;
+  e.max_keys = o.eventual_max_keys;
   e.prefix = o.prefix;
   e.expiry_grace = o.expiry_grace;
   e.cluster = cluster;

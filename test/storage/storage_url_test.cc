@@ -159,6 +159,13 @@ TEST(StorageUrl, EventualOptions) {
   EXPECT_NE(ErrorOf("redis://h?local_share=1.5").find("local_share must be"), std::string::npos);
   EXPECT_NE(ErrorOf("redis://h?local_share=0").find("local_share must be"), std::string::npos);
   EXPECT_NE(ErrorOf("redis://h?local_share=abc").find("local_share must be"), std::string::npos);
+  // max_keys on a Redis URL bounds eventual mode's local keys.
+  ASSERT_TRUE(parse_storage_url("redis://h?consistency=eventual&max_keys=5000", config, error))
+      << error;
+  EXPECT_EQ(config.redis.eventual_max_keys, 5000u);
+  EXPECT_EQ(config.cluster.node.eventual_max_keys, 1'000'000u);
+  EXPECT_NE(ErrorOf("redis://h?max_keys=0").find("max_keys"), std::string::npos);
+  EXPECT_NE(ErrorOf("redis+cluster://h:1?max_keys=x").find("max_keys"), std::string::npos);
 }
 
 TEST(StorageUrl, BadUrlsSayWhatIsWrong) {

@@ -27,7 +27,8 @@ constexpr Micros kT0 = seconds_to_micros(1'700'000'000);  // a window boundary
 // Instance is one sluice process's store: an EventualStore in front of its own RedisStore.
 struct Instance {
   Instance(const testing::RedisServer& server, const Clock& clock, double local_share = 0,
-           Consistency default_consistency = Consistency::kEventual) {
+           Consistency default_consistency = Consistency::kEventual,
+           std::size_t max_keys = 1'000'000) {
     RedisStoreOptions o;
     o.port = server.port();
     o.command_timeout = milliseconds(200);
@@ -40,6 +41,7 @@ struct Instance {
     e.sync_interval = milliseconds(kInterval / 1000);
     e.default_consistency = default_consistency;
     e.local_share = local_share;
+    e.max_keys = max_keys;
     e.background = false;
     store = std::make_unique<EventualStore>(std::move(redis), batcher, clock, e);
   }
@@ -245,6 +247,36 @@ TEST_F(EventualStoreTest, AKeyHitNowAndThenCostsOneUpdatePerHit) {
     // Reported once; the unused lease stays (Redis has plenty left) instead of a second update.
     EXPECT_EQ(a.store->stats().keys_synced, static_cast<std::uint64_t>(hit));
   }
+}
+
+TEST_F(EventualStoreTest, KeysPastMaxKeysAreDecidedInRedisUntilIdleKeysAreDropped) {
+  constexpr std::size_t kMaxKeys = 10;
+  Instance a(server_, clock_, /*local_share=*/1, Consistency::kEventual, kMaxKeys);
+  ASSERT_TRUE(a.store->sync());
+  const LimitSpec spec{Algorithm::kFixedWindow, 2, kSecond, 0};
+  // 50 new keys, three hits each: two admitted and the third denied on every key, whether it is
+  // decided here (the first 10) or in Redis (the other 40, whose state Redis then holds).
+  for (int k = 0; k < 50; ++k) {
+    const std::string key = "x" + std::to_string(k);
+    EXPECT_TRUE(a.hit(key, spec, kT0 + k)) << key;
+    EXPECT_TRUE(a.hit(key, spec, kT0 + k)) << key;
+    EXPECT_FALSE(a.hit(key, spec, kT0 + k)) << key;
+    ASSERT_LE(a.store->stats().keys, kMaxKeys);
+    const bool in_redis = server_.call({"EXISTS", redis::redis_key("sluice:", key)}).integer == 1;
+    EXPECT_EQ(in_redis, k >= static_cast<int>(kMaxKeys)) << key;
+  }
+  EXPECT_EQ(a.store->stats().keys, kMaxKeys);
+  // The window passes and the local keys, idle and full again, are dropped after a few rounds:
+  // new keys are decided here again.
+  clock_.advance(std::chrono::seconds(1));
+  for (int round = 0; round < 5; ++round) {
+    clock_.advance(std::chrono::microseconds(kInterval));
+    ASSERT_TRUE(a.store->sync());
+  }
+  EXPECT_EQ(a.store->stats().keys, 0u);
+  EXPECT_TRUE(a.hit("fresh", spec, clock_.now_micros()));
+  EXPECT_EQ(a.store->stats().keys, 1u);
+  EXPECT_EQ(server_.call({"EXISTS", redis::redis_key("sluice:", "fresh")}).integer, 0);
 }
 
 TEST_F(EventualStoreTest, StrongAndEventualLimitsInOneRequestAreAllOrNothing) {
