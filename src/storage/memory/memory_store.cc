@@ -186,8 +186,9 @@ struct MemoryStore::Located {
 };
 
 // A shard is one open-addressing table (linear probing) whose slots are the entries themselves,
-// so finding a key's state touches one cache line. The table grows by a quarter at a time up to
-// 4/3 of the shard's capacity, keeping the load between 0.6 and 0.75.
+// so finding a key's state touches one cache line. The table grows by a quarter at a time,
+// keeping the load between 0.6 and 0.75, and once three quarters of the shard's capacity are in
+// use, straight to its final size, 4/3 of the capacity.
 //
 // Eviction approximates LRU as Redis does: it samples a few entries and drops one whose state
 // is full again (nothing is lost), or else the least recently used of the sample.
@@ -242,8 +243,14 @@ struct alignas(64) MemoryStore::Shard {
   }
 
   void grow() {
+    // Once three quarters of its capacity are in use, a shard is at its bound for good (it
+    // reclaims and evicts from then on): it takes its final table at once, so that it rehashes
+    // once more instead of a few times, and its memory stops moving.
+    const bool at_bound = std::uint64_t{count} * 4 >= std::uint64_t{capacity} * 3;
     const std::size_t size =
-        std::min(std::max<std::size_t>(slots.size() + slots.size() / 4, 16), max_slots());
+        at_bound
+            ? max_slots()
+            : std::min(std::max<std::size_t>(slots.size() + slots.size() / 4, 16), max_slots());
     Slots old(size);
     old.swap(slots);
     table_address.store(reinterpret_cast<std::uintptr_t>(slots.data()), std::memory_order_relaxed);
