@@ -15,12 +15,11 @@
 // (eventual mode's rounds, default 100), local_share (eventual mode: the share of a limit an
 // instance admits on its own, default 1/instances; sluice/eventual_store.h) and max_keys
 // (eventual mode: the most keys decided locally, default 1000000; hits on further keys are
-// decided in Redis). User and
-// password may be percent-encoded. redis+cluster:// takes seed nodes (any reachable one yields
-// the slot map; the port defaults to 6379), the same options except db (a cluster has only
-// database 0), and max_redirects (MOVED/ASK/TRYAGAIN followed per decision, default 5).
-// rediss:// and rediss+cluster:// take tls_ca (PEM CAs that verify the server; default the
-// system's), tls_cert and tls_key (a client certificate and its key), tls_server_name (the name
+// decided in Redis). User and password may be percent-encoded. redis+cluster:// takes seed nodes
+// (any reachable one yields the slot map; the port defaults to 6379), the same options except db (a
+// cluster has only database 0), and max_redirects (MOVED/ASK/TRYAGAIN followed per decision,
+// default 5). rediss:// and rediss+cluster:// take tls_ca (PEM CAs that verify the server; default
+// the system's), tls_cert and tls_key (a client certificate and its key), tls_server_name (the name
 // the certificate must carry and SNI; default the host) and tls_verify=off (accept any
 // certificate); file paths may be percent-encoded. redis+unix:// has no TLS.
 #pragma once
