@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "sluice/limiter.h"
 #include "sluice/storage.h"
@@ -146,6 +147,48 @@ TEST_F(RedisTls, PlainClientOnTheTlsPortGetsNoAnswer) {
   o.tls = {};
   redis::Client client(o);
   EXPECT_FALSE(client.command({"PING"}).status.ok());
+}
+
+// rediss+cluster://: a Redis Cluster of three masters, each with a TLS port beside its plain one,
+// the cluster bus over TLS too (--tls-cluster yes). A node tells a TLS client the TLS ports of
+// the slots' owners, so the store follows the slot map over TLS alone.
+TEST(RedisTlsCluster, StoreDecidesOnEveryNodeThroughARedissClusterUrl) {
+  TestCerts certs;
+  std::vector<int> tls_ports;
+  testing::RedisCluster::Options options;
+  for (int i = 0; i < 3; ++i) {
+    // The cluster bus listens on the TLS port + 10000 (--tls-cluster yes).
+    tls_ports.push_back(testing::harness::pick_port(10000));
+    options.node_args.push_back({"--tls-port", std::to_string(tls_ports.back()), "--tls-cert-file",
+                                 certs.server_cert(), "--tls-key-file", certs.server_key(),
+                                 // The bus: each node connects to the others as a TLS client.
+                                 "--tls-client-cert-file", certs.client_cert(),
+                                 "--tls-client-key-file", certs.client_key(), "--tls-ca-cert-file",
+                                 certs.ca(), "--tls-auth-clients", "yes", "--tls-cluster", "yes"});
+  }
+  testing::RedisCluster cluster(options);
+  std::string error;
+  std::unique_ptr<Store> store = open_store(
+      "rediss+cluster://127.0.0.1:" + std::to_string(tls_ports[0]) + "?tls_ca=" + certs.ca() +
+          "&tls_cert=" + certs.client_cert() + "&tls_key=" + certs.client_key() +
+          "&timeout_ms=2000&connect_timeout_ms=2000&over_limit_cache=off",
+      error);
+  ASSERT_NE(store, nullptr) << error;
+  ManualClock clock{kT0};
+  Limiter limiter(Rules(), *store, clock);
+  // 30 values of a 3-per-minute limit: each admits three and denies the fourth, decided in Redis.
+  for (int v = 0; v < 30; ++v) {
+    const Request req{"tls", {Descriptor{{{"closed", "v" + std::to_string(v)}}, {}, {}}}, 1};
+    for (int i = 0; i < 4; ++i) {
+      const Decision d = limiter.decide(req);
+      EXPECT_EQ(d.allowed, i < 3) << "value " << v << ", hit " << i << ": " << d.error;
+      EXPECT_TRUE(d.error.empty()) << d.error;
+    }
+  }
+  EXPECT_EQ(limiter.store_failures(), 0u);
+  // The keys landed on every master (seen over the plain ports).
+  for (std::size_t n = 0; n < cluster.size(); ++n)
+    EXPECT_GT(cluster.node(n).call({"DBSIZE"}).integer, 0) << "node " << n;
 }
 
 TEST(RedisTlsFiles, AMissingFileFailsAtOpen) {

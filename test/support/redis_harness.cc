@@ -503,7 +503,12 @@ RedisCluster::RedisCluster(Options options) : options_(std::move(options)) {
                                  options_.extra_args.end());
   std::vector<std::string> argv = {redis_cli_bin(), "--cluster", "create"};
   for (int i = 0; i < total; ++i) {
-    nodes_.push_back(std::make_unique<RedisServer>(node_options));
+    RedisServer::Options node = node_options;
+    if (static_cast<std::size_t>(i) < options_.node_args.size()) {
+      const auto& own = options_.node_args[static_cast<std::size_t>(i)];
+      node.extra_args.insert(node.extra_args.end(), own.begin(), own.end());
+    }
+    nodes_.push_back(std::make_unique<RedisServer>(std::move(node)));
     argv.push_back(nodes_.back()->address());
   }
   argv.insert(argv.end(), {"--cluster-replicas", std::to_string(options_.replicas_per_master),

@@ -131,6 +131,9 @@ class RedisCluster {
     int replicas_per_master = 0;
     int node_timeout_ms = 1000;
     std::vector<std::string> extra_args;  // for every node
+    // For node i (in creation order: masters first), appended after extra_args; e.g. each
+    // node's own --tls-port.
+    std::vector<std::vector<std::string>> node_args;
   };
 
   // Nodes run with --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout
