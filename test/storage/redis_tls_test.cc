@@ -30,17 +30,30 @@ Request Hit(std::string key) {
   return Request{"tls", {Descriptor{{{std::move(key), "u"}}, {}, {}}}, 1};
 }
 
+// The arguments that give a redis-server a TLS port beside its plain one, requiring clients to
+// present a certificate the test CA signed.
+std::vector<std::string> TlsPortArgs(const TestCerts& certs, int tls_port) {
+  return {"--tls-port",         std::to_string(tls_port),
+          "--tls-cert-file",    certs.server_cert(),
+          "--tls-key-file",     certs.server_key(),
+          "--tls-ca-cert-file", certs.ca(),
+          "--tls-auth-clients", "yes"};
+}
+
+// The query of a rediss URL: CA `ca`, the test client's certificate, short timeouts, no cache.
+std::string TlsQuery(const TestCerts& certs, const std::string& ca, int timeout_ms) {
+  const std::string t = std::to_string(timeout_ms);
+  return "?tls_ca=" + ca + "&tls_cert=" + certs.client_cert() + "&tls_key=" + certs.client_key() +
+         "&timeout_ms=" + t + "&connect_timeout_ms=" + t + "&over_limit_cache=off";
+}
+
 // A redis-server with a TLS port beside its plain one (the harness checks readiness over the
 // plain one); clients on the TLS port must present a certificate the test CA signed.
 class RedisTls : public ::testing::Test {
  protected:
   static testing::RedisServer::Options ServerOptions(const TestCerts& certs, int tls_port) {
     testing::RedisServer::Options o;
-    o.extra_args = {"--tls-port",         std::to_string(tls_port),
-                    "--tls-cert-file",    certs.server_cert(),
-                    "--tls-key-file",     certs.server_key(),
-                    "--tls-ca-cert-file", certs.ca(),
-                    "--tls-auth-clients", "yes"};
+    o.extra_args = TlsPortArgs(certs, tls_port);
     return o;
   }
 
@@ -58,9 +71,7 @@ class RedisTls : public ::testing::Test {
   }
 
   std::string Url(const std::string& ca) const {
-    return "rediss://127.0.0.1:" + std::to_string(tls_port_) + "?tls_ca=" + ca +
-           "&tls_cert=" + certs_.client_cert() + "&tls_key=" + certs_.client_key() +
-           "&timeout_ms=500&connect_timeout_ms=500&over_limit_cache=off";
+    return "rediss://127.0.0.1:" + std::to_string(tls_port_) + TlsQuery(certs_, ca, 500);
   }
 
   TestCerts certs_;
@@ -159,20 +170,18 @@ TEST(RedisTlsCluster, StoreDecidesOnEveryNodeThroughARedissClusterUrl) {
   for (int i = 0; i < 3; ++i) {
     // The cluster bus listens on the TLS port + 10000 (--tls-cluster yes).
     tls_ports.push_back(testing::harness::pick_port(10000));
-    options.node_args.push_back({"--tls-port", std::to_string(tls_ports.back()), "--tls-cert-file",
-                                 certs.server_cert(), "--tls-key-file", certs.server_key(),
-                                 // The bus: each node connects to the others as a TLS client.
-                                 "--tls-client-cert-file", certs.client_cert(),
-                                 "--tls-client-key-file", certs.client_key(), "--tls-ca-cert-file",
-                                 certs.ca(), "--tls-auth-clients", "yes", "--tls-cluster", "yes"});
+    std::vector<std::string> args = TlsPortArgs(certs, tls_ports.back());
+    // The bus: each node connects to the others as a TLS client.
+    args.insert(args.end(), {"--tls-client-cert-file", certs.client_cert(), "--tls-client-key-file",
+                             certs.client_key(), "--tls-cluster", "yes"});
+    options.node_args.push_back(std::move(args));
   }
   testing::RedisCluster cluster(options);
   std::string error;
-  std::unique_ptr<Store> store = open_store(
-      "rediss+cluster://127.0.0.1:" + std::to_string(tls_ports[0]) + "?tls_ca=" + certs.ca() +
-          "&tls_cert=" + certs.client_cert() + "&tls_key=" + certs.client_key() +
-          "&timeout_ms=2000&connect_timeout_ms=2000&over_limit_cache=off",
-      error);
+  std::unique_ptr<Store> store =
+      open_store("rediss+cluster://127.0.0.1:" + std::to_string(tls_ports[0]) +
+                     TlsQuery(certs, certs.ca(), 2000),
+                 error);
   ASSERT_NE(store, nullptr) << error;
   ManualClock clock{kT0};
   Limiter limiter(Rules(), *store, clock);
